@@ -1,0 +1,156 @@
+"""Command line: ``python -m rlhf_helpers <command>`` (also installed as ``rlhf``).
+
+  presets                         list the presets
+  build STAGE [--preset P] [--force]
+                                  build one stage's artifact (and what it needs): tokenizer, sft,
+                                  classifier, pairs, reward_model, ppo, dpo, grpo, rloo
+  ppo --policy DIR --reward DIR --prompts FILE.jsonl --steps N --batch-size B
+      --min-len A --max-len Z --seed S --out DIR
+                                  our PPO on any local policy / sentiment-classifier pair
+  run [--preset P]                execute every notebook into reports/ (what `make run` calls)
+  evaluate [--preset P]           held-out reward, positive fraction, KL and repetition of every
+                                  stage already built
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _stage_builders():
+    from .dpo import ensure_dpo
+    from .grpo import ensure_grpo, ensure_rloo
+    from .ppo import ensure_ppo
+    from .reward import ensure_classifier, ensure_pairs, ensure_reward_model
+    from .sft import ensure_sft, ensure_tokenizer
+
+    return {"tokenizer": ensure_tokenizer, "sft": ensure_sft, "classifier": ensure_classifier,
+            "pairs": ensure_pairs, "reward_model": ensure_reward_model, "ppo": ensure_ppo, "dpo": ensure_dpo,
+            "grpo": ensure_grpo, "rloo": ensure_rloo}
+
+
+STAGES = ["tokenizer", "sft", "classifier", "pairs", "reward_model", "ppo", "dpo", "grpo", "rloo"]
+
+
+def cmd_ppo(args) -> int:
+    from .ppo import PPOConfig, read_prompts, train_ppo
+    from .reward import SentimentReward
+
+    for flag, folder in (("--policy", args.policy), ("--reward", args.reward)):
+        if not Path(folder).is_dir():
+            print(f"error: {flag} {folder}: no such folder (give a local model folder)", file=sys.stderr)
+            return 2
+    prompts = read_prompts(args.prompts)
+    cfg = PPOConfig(learning_rate=args.lr, batch_size=args.batch_size,
+                    mini_batch_size=args.mini_batch_size or max(1, args.batch_size // 4), ppo_epochs=args.ppo_epochs,
+                    init_kl_coef=args.init_kl, adaptive_kl=args.kl_target > 0, kl_target=args.kl_target or 6.0,
+                    seed=args.seed)
+    reward = SentimentReward(args.reward)
+    history = train_ppo(args.policy, reward, prompts, cfg, args.steps, args.min_len, args.max_len, args.out,
+                        save_every=args.save_every, callback=lambda s: print(json.dumps(
+                            {k: round(v, 4) if isinstance(v, float) else v for k, v in s.items()
+                             if k in ("step", "score_mean", "kl", "kl_coef", "entropy", "time_step_s")})))
+    if history:
+        print(f"done: {len(history)} steps; final score {history[-1]['score_mean']:.3f}, KL {history[-1]['kl']:.2f}; "
+              f"policy and metrics.jsonl in {args.out}")
+    return 0
+
+
+def cmd_build(args) -> int:
+    from .config import get_preset
+
+    preset = get_preset(args.preset)
+    builders = _stage_builders()
+    print(builders[args.stage](preset, force=args.force))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .config import get_preset
+    from .evaluate import evaluate_policies, heldout_prompts
+    from .models import is_complete, load_tokenizer, model_dir
+    from .reward import sentiment_reward
+
+    preset = get_preset(args.preset)
+    if not is_complete(preset, "sft"):
+        print(f"error: nothing built yet for preset {preset.name}; run `python -m rlhf_helpers build sft`",
+              file=sys.stderr)
+        return 2
+    sft = model_dir(preset, "sft")
+    models = {s: model_dir(preset, s) for s in ("sft", "ppo", "dpo", "grpo", "rloo") if is_complete(preset, s)}
+    prompts = heldout_prompts(preset, load_tokenizer(sft), args.n)
+    summary, _ = evaluate_policies(models, sentiment_reward(preset), sft, prompts, preset.ppo.min_len,
+                                   preset.ppo.max_len, seed=preset.seed)
+    print(summary.round(3).to_markdown() if args.markdown else summary.round(3).to_string())
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .notebooks import run_notebooks
+
+    run_notebooks(args.preset, only=args.only)
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from .config import PRESETS
+
+    for p in PRESETS.values():
+        print(f"{p.name:6s} {p.description}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rlhf_helpers", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("presets", help="list presets").set_defaults(func=cmd_presets)
+
+    b = sub.add_parser("build", help="build one stage's artifact")
+    b.add_argument("stage", choices=STAGES)
+    b.add_argument("--preset", default=None, help="tiny, smoke or gpt2 (default $RLHF_PRESET or tiny)")
+    b.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    b.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("ppo", help="train our PPO on any local policy and sentiment-classifier folders")
+    p.add_argument("--policy", required=True, help="folder of a transformers causal LM (+ tokenizer)")
+    p.add_argument("--reward", required=True, help="folder of a sentiment classifier with a POSITIVE label")
+    p.add_argument("--prompts", required=True, help='JSON-lines file, one {"prompt": ...} per line')
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--mini-batch-size", type=int, default=None, help="default batch-size / 4")
+    p.add_argument("--ppo-epochs", type=int, default=4)
+    p.add_argument("--min-len", type=int, default=8)
+    p.add_argument("--max-len", type=int, default=20)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--init-kl", type=float, default=0.1)
+    p.add_argument("--kl-target", type=float, default=6.0, help="0 = fixed KL coefficient")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-every", type=int, default=10, help="checkpoint every N steps (resumable)")
+    p.add_argument("--out", required=True, help="folder for metrics.jsonl and the trained policy")
+    p.set_defaults(func=cmd_ppo)
+
+    e = sub.add_parser("evaluate", help="compare every built policy on held-out prompts")
+    e.add_argument("--preset", default=None)
+    e.add_argument("--n", type=int, default=None, help="number of held-out prompts")
+    e.add_argument("--markdown", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("run", help="execute every notebook in order into reports/")
+    r.add_argument("--preset", default=None)
+    r.add_argument("--only", nargs="*", default=None, help="notebook prefixes, e.g. 00 01")
+    r.set_defaults(func=cmd_run)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, RuntimeError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

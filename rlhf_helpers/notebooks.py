@@ -1,0 +1,49 @@
+"""Execute the notebooks in order (``make run``): executed copies and HTML pages go to ``reports/``."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from .config import get_preset, project_root
+
+
+def notebook_paths(folder: Path | None = None) -> list[Path]:
+    folder = folder or project_root() / "notebooks"
+    return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def run_notebooks(preset_name: str | None = None, out_dir: Path | None = None, timeout: int = 3600,
+                  only: list[str] | None = None) -> list[tuple[str, float]]:
+    """Run every notebook with ``RLHF_PRESET`` set; write ``reports/NN_name.ipynb`` / ``.html`` and an index."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+
+    preset = get_preset(preset_name)  # fails at once, listing the valid presets
+    os.environ["RLHF_PRESET"] = preset.name
+    out_dir = out_dir or project_root() / "reports"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings = []
+    for path in notebook_paths():
+        if only and not any(path.name.startswith(o) for o in only):
+            continue
+        print(f"[run] {path.name} (preset {preset.name}) ...", flush=True)
+        nb = nbformat.read(path, as_version=4)
+        t0 = time.time()
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                resources={"metadata": {"path": str(path.parent)}})
+        try:
+            client.execute()
+        finally:
+            nbformat.write(nb, out_dir / path.name)
+        seconds = time.time() - t0
+        html, _ = HTMLExporter().from_notebook_node(nb)
+        (out_dir / path.with_suffix(".html").name).write_text(html)
+        timings.append((path.name, seconds))
+        print(f"[run] {path.name}: {seconds:.0f}s", flush=True)
+    rows = "".join(f'<li><a href="{n.replace(".ipynb", ".html")}">{n}</a> ({s:.0f} s)</li>' for n, s in timings)
+    (out_dir / "index.html").write_text(
+        f"<html><body><h1>rlhf-notebooks: executed in preset {preset.name}</h1><ul>{rows}</ul></body></html>")
+    print(f"[run] done; open {out_dir / 'index.html'}")
+    return timings

@@ -1,0 +1,323 @@
+"""Step 2 of the recipe: a sentiment classifier as synthetic human feedback, comparison pairs ranked
+by it, and a reward model trained on those pairs (TRL ``RewardTrainer``)."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .config import Preset, get_preset, pick_device, set_seed
+from .data import LengthSampler, load_imdb, make_prompts
+from .models import (ArtifactError, checkpoint_dir, ensure, last_checkpoint, load_classifier, load_pretrained,
+                     load_tokenizer, read_meta, save_artifact, stage_dir, tokenizer_fingerprint, trainer_log)
+from .sft import ensure_sft, ensure_tokenizer
+
+ID2LABEL = {0: "NEGATIVE", 1: "POSITIVE"}
+LABEL2ID = {v: k for k, v in ID2LABEL.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# 2.1 The sentiment classifier
+# --------------------------------------------------------------------------------------------
+def train_classifier(preset: Preset | None = None, resume: bool = True) -> Path:
+    """Tiny preset: a GPT-2 sequence classifier started from the SFT policy (as InstructGPT starts its
+    reward model from the SFT model), trained on IMDB labels with the transformers ``Trainer``."""
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
+
+    preset = preset or get_preset()
+    c = preset.classifier
+    set_seed(preset.seed)
+    sft_path = ensure_sft(preset)
+    tokenizer = load_tokenizer(sft_path)
+    imdb = load_imdb(preset)
+    train = imdb["train"].shuffle(seed=preset.seed).select(range(min(c.train_examples, len(imdb["train"]))))
+
+    def encode(batch):
+        return tokenizer(batch["text"], truncation=True, max_length=c.max_length)
+
+    train = train.map(encode, batched=True, remove_columns=["text"]).rename_column("label", "labels")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(sft_path), num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID, use_safetensors=True)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    ckpts = checkpoint_dir(preset, "classifier")
+    args = TrainingArguments(
+        output_dir=str(ckpts), num_train_epochs=c.epochs, per_device_train_batch_size=c.batch_size,
+        learning_rate=c.learning_rate, lr_scheduler_type="linear", warmup_ratio=0.05,
+        logging_steps=10, save_steps=c.save_steps, save_total_limit=1, report_to="none", seed=preset.seed,
+        data_seed=preset.seed, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=train,
+                      data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
+    resume_from = last_checkpoint(ckpts) if resume else None
+    t0 = time.time()
+    trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.time() - t0
+    model = trainer.model.eval()
+    test = imdb["test"].select(range(min(c.eval_examples, len(imdb["test"]))))
+    acc = classifier_accuracy(model, tokenizer, test["text"], test["label"], max_length=c.max_length)
+    meta = {"settings": c.__dict__, "tokenizer": tokenizer_fingerprint(tokenizer),
+            "metrics": {"test_accuracy": acc, "test_examples": len(test), "train_seconds": round(seconds, 1),
+                        "resumed_from": resume_from},
+            "log_history": trainer_log(trainer)}
+
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+
+    path = save_artifact(preset, "classifier", save, meta)
+    print(f"[classifier] test accuracy {acc:.1%} on {len(test)} reviews; trained in {seconds:.0f}s")
+    return path
+
+
+@torch.no_grad()
+def classifier_accuracy(model, tokenizer, texts: Sequence[str], labels: Sequence[int], max_length: int = 128,
+                        batch_size: int = 64) -> float:
+    """Fraction of reviews whose argmax label (by name) matches the true label (1 = positive)."""
+    pos = positive_index(model.config)
+    device = next(model.parameters()).device
+    correct = 0
+    for i in range(0, len(texts), batch_size):
+        enc = tokenizer(list(texts[i:i + batch_size]), return_tensors="pt", padding=True, truncation=True,
+                        max_length=max_length).to(device)
+        pred_pos = model(**enc).logits.argmax(-1).cpu() == pos
+        correct += (pred_pos == torch.tensor(labels[i:i + batch_size]).bool()).sum().item()
+    return correct / len(texts)
+
+
+def ensure_classifier(preset: Preset | None = None, force: bool = False) -> str:
+    """Folder (tiny/smoke) or hub name/folder (gpt2) of the sentiment classifier."""
+    preset = preset or get_preset()
+    if preset.sentiment_model != "tiny":
+        return preset.sentiment_model
+    return str(ensure(preset, "classifier", lambda: train_classifier(preset), force=force))
+
+
+# --------------------------------------------------------------------------------------------
+# 2.2 The sentiment reward
+# --------------------------------------------------------------------------------------------
+def positive_index(config) -> int:
+    """Index of the POSITIVE label, found by *name* (label order differs between classifiers)."""
+    names = {str(v).upper(): int(k) for k, v in config.id2label.items()}
+    for name in ("POSITIVE", "POS", "LABEL_1"):
+        if name in names:
+            return names[name]
+    raise ValueError(f"the classifier has no POSITIVE label (its labels: {config.id2label}); "
+                     "give it id2label with a 'POSITIVE' entry.")
+
+
+class NonFiniteRewardError(ValueError):
+    pass
+
+
+class SentimentReward:
+    """Scores texts with the classifier's raw POSITIVE logit: synthetic human feedback.
+
+    Built on the transformers ``pipeline("sentiment-analysis")`` with ``function_to_apply="none"`` (raw
+    logits) and ``top_k=None`` (every label), so the score is looked up by label name, never by index.
+    """
+
+    def __init__(self, model_or_path, tokenizer=None, batch_size: int = 64, max_length: int | None = None,
+                 device: torch.device | str | None = None):
+        from transformers import pipeline
+
+        if isinstance(model_or_path, (str, Path)):
+            tokenizer = tokenizer or load_tokenizer(model_or_path)
+            model = load_classifier(model_or_path)
+        else:
+            model = model_or_path
+            if tokenizer is None:
+                raise ValueError("pass the classifier's tokenizer along with a model object")
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if getattr(model.config, "pad_token_id", None) is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        device = device or pick_device(verbose=False)
+        model.eval()
+        self.model, self.tokenizer = model, tokenizer
+        limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", 512)
+        self.max_length = min(max_length or limit, limit)
+        self.batch_size = batch_size
+        self.label = model.config.id2label[positive_index(model.config)]
+        self.pipe = pipeline("sentiment-analysis", model=model, tokenizer=tokenizer, device=device)
+
+    def all_logits(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        """Every label's raw logit for every text, e.g. ``{"NEGATIVE": 2.3, "POSITIVE": -2.1}``."""
+        if isinstance(texts, str):
+            texts = [texts]
+        safe = [t if t.strip() else " " for t in texts]  # an empty review is still scored, not a crash
+        with torch.no_grad():
+            out = self.pipe(safe, top_k=None, function_to_apply="none", batch_size=self.batch_size,
+                            truncation=True, max_length=self.max_length)
+        return [{d["label"]: float(d["score"]) for d in row} for row in out]
+
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        """The POSITIVE logit of each text as a float tensor; raises on NaN/inf."""
+        scores = torch.tensor([row[self.label] for row in self.all_logits(texts)], dtype=torch.float32)
+        if not torch.isfinite(scores).all():
+            bad = [i for i, s in enumerate(scores.tolist()) if not math.isfinite(s)]
+            raise NonFiniteRewardError(f"the classifier returned NaN/inf for texts {bad[:5]}; check the model "
+                                       "(a corrupt or diverged artifact: delete and rebuild it).")
+        return scores
+
+
+def sentiment_reward(preset: Preset | None = None) -> SentimentReward:
+    """The preset's ``SentimentReward`` (training the tiny classifier first if needed)."""
+    preset = preset or get_preset()
+    return SentimentReward(ensure_classifier(preset), max_length=preset.classifier.max_length)
+
+
+# --------------------------------------------------------------------------------------------
+# 2.3 Synthetic comparisons
+# --------------------------------------------------------------------------------------------
+def rank_pairs(prompts: Sequence[str], candidates: Sequence[Sequence[str]], scores: Sequence[Sequence[float]],
+               margin: float = 0.0):
+    """From k scored candidates per prompt keep (prompt, best, worst) when best - worst >= margin."""
+    from datasets import Dataset
+
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    rows = {"prompt": [], "chosen": [], "rejected": [], "chosen_score": [], "rejected_score": []}
+    for prompt, cands, sc in zip(prompts, candidates, scores, strict=True):
+        if len(cands) < 2:
+            raise ValueError("need at least two candidates per prompt to make a pair")
+        best, worst = int(np.argmax(sc)), int(np.argmin(sc))
+        if sc[best] - sc[worst] >= margin and best != worst:
+            rows["prompt"].append(prompt)
+            rows["chosen"].append(cands[best])
+            rows["rejected"].append(cands[worst])
+            rows["chosen_score"].append(float(sc[best]))
+            rows["rejected_score"].append(float(sc[worst]))
+    return Dataset.from_dict(rows)
+
+
+def build_preference_pairs(policy, tokenizer, prompts: Sequence[str], reward: SentimentReward,
+                           samples_per_prompt: int = 2, margin: float = 1.0, min_len: int = 8,
+                           max_len: int = 20, seed: int = 0):
+    """Sample k responses per prompt, score prompt + response, keep pairs whose scores differ by ``margin``.
+
+    Returns a ``datasets.Dataset`` in TRL's explicit-prompt preference format
+    (``prompt``, ``chosen``, ``rejected``) plus both scores.
+    """
+    from .generation import sample_texts
+
+    if samples_per_prompt < 2:
+        raise ValueError("samples_per_prompt must be at least 2")
+    sampler = LengthSampler(min_len, max_len, seed=seed)
+    repeated = [p for p in prompts for _ in range(samples_per_prompt)]
+    responses = sample_texts(policy, tokenizer, repeated, sampler, seed=seed)
+    scores = reward([p + r for p, r in zip(repeated, responses)]).tolist()
+    k = samples_per_prompt
+    cands = [responses[i * k:(i + 1) * k] for i in range(len(prompts))]
+    sc = [scores[i * k:(i + 1) * k] for i in range(len(prompts))]
+    return rank_pairs(prompts, cands, sc, margin=margin)
+
+
+def ensure_pairs(preset: Preset | None = None, force: bool = False):
+    """Train and held-out comparison pairs (a ``DatasetDict``), saved under ``<preset>/pairs``."""
+    from datasets import DatasetDict, load_from_disk
+
+    preset = preset or get_preset()
+
+    def build() -> Path:
+        p = preset.pairs
+        policy, tok = load_pretrained(ensure_sft(preset))
+        reward = sentiment_reward(preset)
+        imdb = load_imdb(preset)
+        n_test = max(8, p.n_prompts // 4)
+        parts = {}
+        for split, n, seed in (("train", p.n_prompts, preset.seed), ("test", n_test, preset.seed + 1)):
+            prompts = make_prompts(imdb[split], tok, seed=seed, limit=n)["prompt"]
+            parts[split] = build_preference_pairs(policy, tok, prompts, reward, p.samples_per_prompt, p.margin,
+                                                  p.min_len, p.max_len, seed=seed)
+        pairs = DatasetDict(parts)
+        meta = {"settings": p.__dict__, "metrics": {k: len(v) for k, v in pairs.items()}}
+        return save_artifact(preset, "pairs", lambda folder: pairs.save_to_disk(str(folder)), meta)
+
+    return load_from_disk(str(ensure(preset, "pairs", build, force=force)))
+
+
+# --------------------------------------------------------------------------------------------
+# 2.4 The reward model
+# --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def reward_model_scores(model, tokenizer, texts: Sequence[str], max_length: int = 64,
+                        batch_size: int = 64) -> torch.Tensor:
+    """The reward model's single output for each text."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(texts), batch_size):
+        enc = tokenizer([t if t.strip() else " " for t in texts[i:i + batch_size]], return_tensors="pt",
+                        padding=True, truncation=True, max_length=max_length).to(device)
+        out.append(model(**enc).logits[:, 0].float().cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def pairwise_accuracy(model, tokenizer, pairs, max_length: int = 64) -> float:
+    """Fraction of pairs where the reward model scores ``chosen`` above ``rejected``."""
+    chosen = reward_model_scores(model, tokenizer, [p + c for p, c in zip(pairs["prompt"], pairs["chosen"])],
+                                 max_length)
+    rejected = reward_model_scores(model, tokenizer,
+                                   [p + r for p, r in zip(pairs["prompt"], pairs["rejected"])], max_length)
+    return (chosen > rejected).float().mean().item()
+
+
+def train_reward_model(preset: Preset | None = None, resume: bool = True) -> Path:
+    """A one-output sequence classifier, started from the SFT policy, trained on the pairs with TRL."""
+    from transformers import AutoModelForSequenceClassification
+    from trl import RewardConfig, RewardTrainer
+
+    preset = preset or get_preset()
+    r = preset.reward_model
+    set_seed(preset.seed)
+    pairs = ensure_pairs(preset)
+    sft_path = ensure_sft(preset)
+    tokenizer = load_tokenizer(sft_path)
+    if len(pairs["train"]) == 0:
+        raise ValueError("no comparison pairs passed the margin; lower pairs.margin or sample more prompts")
+    model = AutoModelForSequenceClassification.from_pretrained(str(sft_path), num_labels=1, use_safetensors=True)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    ckpts = checkpoint_dir(preset, "reward_model")
+    args = RewardConfig(
+        output_dir=str(ckpts), max_steps=r.max_steps, per_device_train_batch_size=r.batch_size,
+        learning_rate=r.learning_rate, max_length=r.max_length, logging_steps=max(1, min(10, r.max_steps // 10)),
+        save_steps=r.save_steps, save_total_limit=1, report_to="none", seed=preset.seed, data_seed=preset.seed,
+        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, lr_scheduler_type="cosine",
+        warmup_steps=max(1, r.max_steps // 20),
+    )
+    train = pairs["train"].select_columns(["prompt", "chosen", "rejected"])
+    trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
+    resume_from = last_checkpoint(ckpts) if resume else None
+    t0 = time.time()
+    trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.time() - t0
+    model = trainer.model.eval()
+    acc = pairwise_accuracy(model, tokenizer, pairs["test"], r.max_length) if len(pairs["test"]) else float("nan")
+    meta = {"settings": r.__dict__, "tokenizer": tokenizer_fingerprint(tokenizer),
+            "metrics": {"heldout_pairwise_accuracy": acc, "train_pairs": len(pairs["train"]),
+                        "test_pairs": len(pairs["test"]), "train_seconds": round(seconds, 1),
+                        "resumed_from": resume_from},
+            "log_history": trainer_log(trainer)}
+
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+
+    path = save_artifact(preset, "reward_model", save, meta)
+    print(f"[reward model] held-out pairwise accuracy {acc:.1%}; trained in {seconds:.0f}s")
+    return path
+
+
+def ensure_reward_model(preset: Preset | None = None, force: bool = False) -> Path:
+    preset = preset or get_preset()
+    return ensure(preset, "reward_model", lambda: train_reward_model(preset), force=force)
+
+
+def load_reward_model(path: str | Path):
+    """``(model, tokenizer)`` of a trained reward model."""
+    return load_classifier(path).eval(), load_tokenizer(path)

@@ -1,0 +1,121 @@
+"""Step 1 of the recipe: supervised fine-tuning of the policy on IMDB reviews (TRL ``SFTTrainer``)."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from .config import Preset, get_preset, set_seed
+from .data import load_imdb
+from .models import (checkpoint_dir, ensure, last_checkpoint, load_causal_lm, load_tokenizer, model_dir,
+                     save_artifact, tokenizer_fingerprint, trainer_log)
+
+
+def ensure_tokenizer(preset: Preset | None = None, force: bool = False):
+    """The policy's tokenizer: trained here for ``tiny``/``smoke``, ``gpt2``'s own otherwise."""
+    preset = preset or get_preset()
+    if preset.policy_model != "tiny":
+        return load_tokenizer(preset.policy_model)
+
+    def build() -> Path:
+        from .tiny import train_tokenizer
+
+        t0 = time.time()
+        texts = load_imdb(preset)["train"]["text"][: preset.sizes.tokenizer_train_texts]
+        tok = train_tokenizer(texts, vocab_size=preset.sizes.vocab_size)
+        meta = {"vocab_size": len(tok), "texts": len(texts), "seconds": round(time.time() - t0, 1),
+                "tokenizer": tokenizer_fingerprint(tok)}
+        return save_artifact(preset, "tokenizer", tok.save_pretrained, meta)
+
+    return load_tokenizer(ensure(preset, "tokenizer", build, force=force))
+
+
+def base_policy(preset: Preset, tokenizer):
+    """The model SFT starts from: a fresh tiny GPT-2, or pretrained ``gpt2`` (hub name or folder)."""
+    if preset.policy_model == "tiny":
+        from .tiny import tiny_gpt2
+
+        set_seed(preset.seed)
+        return tiny_gpt2(tokenizer, preset.sizes)
+    model = load_causal_lm(preset.policy_model)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def truncate_reviews(texts: list[str], tokenizer, max_length: int) -> list[str]:
+    """Keep the first ``max_length`` tokens of each review: all the policy ever needs to write."""
+    ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    return tokenizer.batch_decode(ids)
+
+
+@torch.no_grad()
+def perplexity(model, tokenizer, texts: list[str], max_length: int = 64, batch_size: int = 32) -> float:
+    """exp(mean next-token loss) on ``texts``: lower means the model predicts reviews better."""
+    model.eval()
+    device = next(model.parameters()).device
+    total_nll, total_tokens = 0.0, 0
+    for i in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, truncation=True,
+                        max_length=max_length).to(device)
+        logits = model(**enc).logits[:, :-1]
+        target = enc["input_ids"][:, 1:]
+        mask = enc["attention_mask"][:, 1:].bool()
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+        total_nll += nll[mask].sum().item()
+        total_tokens += mask.sum().item()
+    return math.exp(total_nll / max(total_tokens, 1))
+
+
+def train_sft(preset: Preset | None = None, resume: bool = True) -> Path:
+    """Train the policy with TRL's SFTTrainer and save it as the ``sft`` artifact (resumable)."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    preset = preset or get_preset()
+    s = preset.sft
+    set_seed(preset.seed)
+    tokenizer = ensure_tokenizer(preset)
+    imdb = load_imdb(preset)
+    max_chars = s.max_length * 8
+    train = Dataset.from_dict({"text": [t[:max_chars] for t in imdb["train"]["text"]]})
+    model = base_policy(preset, tokenizer)
+    ckpts = checkpoint_dir(preset, "sft")
+    args = SFTConfig(
+        output_dir=str(ckpts), max_steps=s.max_steps, per_device_train_batch_size=s.batch_size,
+        learning_rate=s.learning_rate, lr_scheduler_type="cosine", warmup_steps=s.warmup_steps,
+        max_length=s.max_length, logging_steps=max(1, min(10, s.max_steps // 10)), save_steps=s.save_steps,
+        save_total_limit=1, report_to="none", seed=preset.seed, data_seed=preset.seed, use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available(), dataloader_num_workers=0, disable_tqdm=False, save_only_model=False,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
+    resume_from = last_checkpoint(ckpts) if resume else None
+    if resume_from:
+        print(f"[sft] resuming from {resume_from}")
+    t0 = time.time()
+    trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.time() - t0
+    model = trainer.model
+    held_out = imdb["test"]["text"][: s.eval_reviews]
+    ppl = perplexity(model, tokenizer, held_out, max_length=s.max_length)
+    meta = {
+        "settings": s.__dict__, "base": preset.policy_model, "tokenizer": tokenizer_fingerprint(tokenizer),
+        "metrics": {"held_out_perplexity": ppl, "train_seconds": round(seconds, 1),
+                    "resumed_from": resume_from, "steps": trainer.state.global_step},
+        "log_history": trainer_log(trainer),
+    }
+
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+
+    path = save_artifact(preset, "sft", save, meta)
+    print(f"[sft] held-out perplexity {ppl:.1f}; trained in {seconds:.0f}s; saved to {path}")
+    return path
+
+
+def ensure_sft(preset: Preset | None = None, force: bool = False) -> Path:
+    """Folder of the SFT policy: loaded if it exists, trained (resuming if interrupted) if not."""
+    preset = preset or get_preset()
+    return ensure(preset, "sft", lambda: train_sft(preset), force=force)
