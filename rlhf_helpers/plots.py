@@ -1,0 +1,207 @@
+"""Matplotlib figures used by the notebooks (one place, so every notebook's plots look alike)."""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+
+def log_curve(log_history: Iterable[Mapping], key: str = "loss") -> pd.DataFrame:
+    """``step``/``key`` rows from a trainer log history (entries without ``key`` are skipped)."""
+    rows = [{"step": e.get("step"), key: e[key]} for e in log_history if key in e and e.get("step") is not None]
+    return pd.DataFrame(rows, columns=["step", key])
+
+
+def plot_curves(log_history: Iterable[Mapping], keys: Sequence[str] = ("loss",), title: str = "",
+                ax=None):
+    """Line plot of one or more logged quantities against the training step."""
+    history = list(log_history)
+    axes = ax if ax is not None else plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.2))[1]
+    axes = np.atleast_1d(axes)
+    for a, key in zip(axes, keys):
+        df = log_curve(history, key)
+        a.plot(df["step"], df[key].astype(float), marker=".")
+        a.set_xlabel("step")
+        a.set_ylabel(key)
+        a.grid(alpha=0.3)
+    if title:
+        axes[0].figure.suptitle(title)
+    axes[0].figure.tight_layout()
+    return axes
+
+
+def plot_reward_hist(groups: Mapping[str, Sequence[float]], title: str = "reward (POSITIVE logit)", bins: int = 30,
+                     ax=None):
+    """Overlaid histograms of rewards, one per named group (e.g. before/after)."""
+    ax = ax if ax is not None else plt.subplots(figsize=(6, 3.2))[1]
+    values = [np.asarray(v, dtype=float) for v in groups.values()]
+    lo = min(v.min() for v in values if len(v))
+    hi = max(v.max() for v in values if len(v))
+    edges = np.linspace(lo, hi, bins + 1) if hi > lo else bins
+    for (name, v) in zip(groups, values):
+        ax.hist(v, bins=edges, alpha=0.55, label=f"{name} (mean {v.mean():.2f})")
+    ax.axvline(0, color="k", lw=0.8, ls="--")
+    ax.set_xlabel(title)
+    ax.set_ylabel("count")
+    ax.legend()
+    ax.figure.tight_layout()
+    return ax
+
+
+def plot_reward_vs_kl(points: pd.DataFrame, x: str = "kl", y: str = "reward", label: str = "method", ax=None,
+                      annotate: str | None = None):
+    """The reward-KL frontier: one colour per method, optional text labels on the points."""
+    ax = ax if ax is not None else plt.subplots(figsize=(7, 4.5))[1]
+    for name, grp in points.groupby(label, sort=False):
+        grp = grp.sort_values(x)
+        ax.plot(grp[x], grp[y], marker="o", ls="-" if len(grp) > 1 else "", label=name)
+        if annotate:
+            for _, row in grp.iterrows():
+                ax.annotate(str(row[annotate]), (row[x], row[y]), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+    ax.set_xlabel("KL to the SFT reference (nats per response)")
+    ax.set_ylabel("held-out reward (POSITIVE logit)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.figure.tight_layout()
+    return ax
+
+
+def plot_pairs_vs_margin(margins: Sequence[float], kept: Sequence[int], total: int | None = None,
+                         chosen: float | None = None, ax=None):
+    """How many comparison pairs survive each margin (the preset's margin marked by a dashed line)."""
+    ax = ax if ax is not None else plt.subplots(figsize=(5.5, 3.2))[1]
+    ax.plot(margins, kept, marker="o")
+    if total is not None:
+        ax.axhline(total, color="gray", lw=0.8, ls=":", label=f"prompts ({total})")
+    if chosen is not None:
+        ax.axvline(chosen, color="k", lw=0.8, ls="--", label=f"preset margin ({chosen:g})")
+    ax.set_xlabel("margin: minimum reward gap best - worst")
+    ax.set_ylabel("pairs kept")
+    ax.yaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if total is not None or chosen is not None:
+        ax.legend(fontsize=8)
+    ax.figure.tight_layout()
+    return ax
+
+
+def plot_score_scatter(x: Sequence[float], y: Sequence[float], xlabel: str, ylabel: str, title: str = "", ax=None):
+    """Scatter of two scores of the same texts, with their Pearson correlation in the title."""
+    ax = ax if ax is not None else plt.subplots(figsize=(4.8, 4))[1]
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    r = np.corrcoef(x, y)[0, 1] if len(x) > 1 and x.std() > 0 and y.std() > 0 else float("nan")
+    ax.scatter(x, y, s=12, alpha=0.6)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title + ': ' if title else ''}correlation r = {r:.2f}")
+    ax.grid(alpha=0.3)
+    ax.figure.tight_layout()
+    return ax
+
+
+def logged_keys(log_history: Iterable[Mapping], candidates: Sequence[str]) -> list[str]:
+    """The ``candidates`` a trainer actually logged (names differ between TRL versions), in the given order."""
+    seen = {k for entry in log_history for k in entry}
+    return [k for k in candidates if k in seen]
+
+
+def plot_metric_bars(summary: pd.DataFrame, metrics: Sequence[str], title: str = "", axes=None):
+    """One bar chart per metric column of a summary table indexed by model name (e.g. ``evaluate_policies``)."""
+    axes = axes if axes is not None else plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2))[1]
+    axes = np.atleast_1d(axes)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = [str(i) for i in summary.index]
+    for a, metric in zip(axes, metrics):
+        a.bar(names, summary[metric].astype(float), color=[colours[i % len(colours)] for i in range(len(names))])
+        a.axhline(0, color="k", lw=0.8)
+        a.set_title(metric)
+        a.tick_params(axis="x", rotation=45)
+        a.grid(axis="y", alpha=0.3)
+    if title:
+        axes[0].figure.suptitle(title)
+    axes[0].figure.tight_layout()
+    return axes
+
+
+def plot_sweep(table: pd.DataFrame, x: str, metrics: Sequence[str], logx: bool = True, title: str = "", axes=None):
+    """Metrics against a swept setting (e.g. DPO's beta), one panel per metric."""
+    axes = axes if axes is not None else plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2))[1]
+    axes = np.atleast_1d(axes)
+    table = table.sort_values(x)
+    for a, metric in zip(axes, metrics):
+        xs = table[x].astype(float).to_numpy()
+        a.plot(xs, table[metric].astype(float), marker="o")
+        if logx:
+            from matplotlib.ticker import NullFormatter
+
+            a.set_xscale("log")
+            a.xaxis.set_minor_formatter(NullFormatter())
+        a.set_xticks(xs, [f"{v:g}" for v in xs])
+        a.set_xlabel(x)
+        a.set_ylabel(metric)
+        a.grid(alpha=0.3)
+    if title:
+        axes[0].figure.suptitle(title)
+    axes[0].figure.tight_layout()
+    return axes
+
+
+# --------------------------------------------------------------------------------------------
+# 06_guardrail: the quality log over time and best-of-n
+# --------------------------------------------------------------------------------------------
+def plot_quality_log(log: pd.DataFrame, window: int = 20, version: str = "version_release", winner: str = "improver",
+                     axes=None):
+    """The guardrail's log over time: rolling win rate of ``winner`` and rolling judge score per model,
+    with every change of ``version`` (a new release) marked by a dashed line."""
+    import json
+
+    frame = log.reset_index(drop=True)
+    decode = lambda v: json.loads(v) if isinstance(v, str) else v  # noqa: E731
+    per_model = pd.DataFrame([dict(zip(decode(s), decode(sc))) for s, sc in zip(frame["sources"], frame["scores"])])
+    x = np.arange(1, len(frame) + 1)
+    axes = axes if axes is not None else plt.subplots(1, 2, figsize=(11, 3.4))[1]
+    wins = (frame["winner"] == winner).astype(float).rolling(window, min_periods=1).mean()
+    axes[0].plot(x, wins, color="C1", label=f"{winner} win rate")
+    axes[0].axhline(0.5, color="gray", ls=":", lw=1)
+    axes[0].set_ylim(-0.05, 1.05)
+    axes[0].set_ylabel(f"win rate (rolling {window})")
+    for col in per_model:
+        axes[1].plot(x, per_model[col].rolling(window, min_periods=1).mean(), label=f"{col}")
+    axes[1].plot(x, frame["winner_score"].rolling(window, min_periods=1).mean(), color="k", lw=2,
+                 label="chosen answer")
+    axes[1].set_ylabel(f"judge score (rolling {window})")
+    if version in frame:
+        starts = np.flatnonzero(frame[version].ne(frame[version].shift()).to_numpy())
+        for a in axes:
+            for s in starts:
+                a.axvline(x[s] - 0.5, color="gray", ls="--", lw=1)
+                a.annotate(str(frame[version].iloc[s]), (x[s], 1), xycoords=("data", "axes fraction"),
+                           xytext=(3, -12), textcoords="offset points", fontsize=8)
+    for a in axes:
+        a.set_xlabel("decision (in logging order)")
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8, loc="lower right")
+    axes[0].figure.tight_layout()
+    return axes
+
+
+def plot_best_of_n(curve: pd.DataFrame, axes=None):
+    """Best-of-n as n grows: the judge's score of its pick (left) and the true reward of the pick next to a
+    perfect judge's (right); n on a log scale."""
+    axes = axes if axes is not None else plt.subplots(1, 2, figsize=(10, 3.2))[1]
+    axes[0].plot(curve["n"], curve["judge_score"], marker="o", color="C2", label="judge's score of its pick")
+    axes[1].plot(curve["n"], curve["reward"], marker="o", color="C0", label="judge picks")
+    axes[1].plot(curve["n"], curve["oracle"], marker="o", ls="--", color="C3", label="perfect judge (oracle)")
+    axes[0].set_ylabel("reward-model score")
+    axes[1].set_ylabel("true reward (POSITIVE logit)")
+    for a in axes:
+        a.set_xscale("log", base=2)
+        a.set_xticks(list(curve["n"]), [str(n) for n in curve["n"]])
+        a.set_xlabel("n (candidates per prompt)")
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    axes[0].figure.tight_layout()
+    return axes

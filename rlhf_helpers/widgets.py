@@ -1,0 +1,193 @@
+"""ipywidgets controls used by the notebooks (generation-length sliders, live side-by-side comparisons).
+
+Each control is a thin shell around a pure function that the tests call directly, so every notebook
+also runs headless: the notebook displays the widget and calls the function once for the static page.
+"""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Mapping
+
+
+# --------------------------------------------------------------------------------------------
+# 03_ppo: the generation-length explorer (SFT before vs PPO after, side by side)
+# --------------------------------------------------------------------------------------------
+class GenerationRequestError(ValueError):
+    """A sampling request that cannot run (empty prompt, min > max, too long for the context)."""
+
+
+def context_size(model) -> int | None:
+    """How many tokens (prompt + response) the model can see: ``n_positions`` or ``max_position_embeddings``."""
+    cfg = model.config
+    return getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
+
+
+def safe_max_length(context: int | None, prompt_room: int = 8, cap: int = 128) -> int:
+    """Largest response length a slider should offer: room for a short prompt, and at most ``cap``."""
+    if context is None:
+        return cap
+    return max(1, min(context - prompt_room, cap))
+
+
+def check_generation_request(tokenizer, prompt: str, min_len: int, max_len: int,
+                             context: int | None = None) -> str | None:
+    """Why this prompt/length request cannot be sampled, in words; ``None`` when it can."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        return "The prompt is empty: type the beginning of a review, e.g. 'This movie was'."
+    if min_len < 1:
+        return f"The minimum length must be at least 1 token (got {min_len})."
+    if min_len > max_len:
+        return (f"The minimum length ({min_len}) is larger than the maximum length ({max_len}): "
+                "lower the minimum or raise the maximum.")
+    n_prompt = len(tokenizer(prompt)["input_ids"])
+    if n_prompt == 0:
+        return "The prompt has no tokens after tokenisation: type some words."
+    if context is not None and n_prompt + max_len > context:
+        return (f"Too long for the model: the prompt is {n_prompt} tokens and up to {max_len} new tokens makes "
+                f"{n_prompt + max_len}, but the model sees at most {context}. Shorten the prompt or lower the "
+                "maximum length.")
+    return None
+
+
+def _model_and_tokenizer(m) -> tuple:
+    """A ``(model, tokenizer)`` pair from a folder or a pair."""
+    if isinstance(m, (str, Path)):
+        from .models import load_pretrained
+
+        return load_pretrained(m)
+    return m
+
+
+def compare_generations(models: Mapping[str, object], reward, prompt: str, min_len: int, max_len: int,
+                        seed: int = 0, n_samples: int = 1) -> "pandas.DataFrame":
+    """Sample ``n_samples`` responses to one prompt from each model (same seed, same lengths) and score them.
+
+    ``models`` maps a name to a folder or a ``(model, tokenizer)`` pair. Returns a tidy DataFrame with
+    one row per (model, sample): ``model, sample, length, response, reward, positive``. Raises
+    ``GenerationRequestError`` with a readable message when the request cannot run.
+    """
+    import pandas as pd
+    import torch
+
+    from .data import LengthSampler
+    from .generation import generate_responses
+
+    if not models:
+        raise GenerationRequestError("Give at least one model to sample from.")
+    if n_samples < 1:
+        raise GenerationRequestError(f"Ask for at least one sample (got {n_samples}).")
+    rows = []
+    for name, m in models.items():
+        model, tok = _model_and_tokenizer(m)
+        problem = check_generation_request(tok, prompt, min_len, max_len, context_size(model))
+        if problem:
+            raise GenerationRequestError(problem)
+        query = torch.tensor(tok(prompt)["input_ids"], dtype=torch.long)
+        sampler = LengthSampler(min_len, max_len, seed=seed)
+        lengths = [sampler() for _ in range(n_samples)]
+        torch.manual_seed(seed)
+        responses = generate_responses(model, tok, [query] * n_samples, lengths)
+        texts = tok.batch_decode(responses, skip_special_tokens=True)
+        logits = reward.all_logits([prompt + t for t in texts])
+        for i, (text, resp, lg) in enumerate(zip(texts, responses, logits)):
+            rows.append({"model": name, "sample": i + 1, "length": len(resp), "response": text,
+                         "reward": lg[reward.label], "positive": max(lg, key=lg.get) == reward.label})
+    return pd.DataFrame(rows, columns=["model", "sample", "length", "response", "reward", "positive"])
+
+
+def side_by_side(table: "pandas.DataFrame") -> "pandas.DataFrame":
+    """The tidy table of ``compare_generations`` with the models next to each other, one row per sample."""
+    import pandas as pd
+
+    parts = {}
+    for name, group in table.groupby("model", sort=False):
+        group = group.set_index("sample")
+        parts[f"{name} response"] = group["response"]
+        parts[f"{name} reward"] = group["reward"].astype(float)
+    return pd.DataFrame(parts)
+
+
+def comparison_html(models: Mapping[str, object], reward, prompt: str, min_len: int, max_len: int,
+                    seed: int = 0, n_samples: int = 1) -> str:
+    """What the explorer shows after a click: the side-by-side table, or the reason it cannot run."""
+    try:
+        table = compare_generations(models, reward, prompt, min_len, max_len, seed=seed, n_samples=n_samples)
+    except (GenerationRequestError, ValueError) as err:
+        return f'<p style="color:#b00020"><b>Cannot sample:</b> {html.escape(str(err))}</p>'
+    means = table.groupby("model", sort=False)["reward"].mean()
+    summary = ", ".join(f"{html.escape(str(m))}: {v:+.2f}" for m, v in means.items())
+    body = side_by_side(table).to_html(float_format=lambda v: f"{v:+.2f}", escape=True)
+    return (f"<p><b>Prompt:</b> {html.escape(prompt)}<br><b>Mean reward</b> ({len(table) // len(means)} "
+            f"samples, lengths {min_len}-{max_len}, seed {seed}): {summary}</p>{body}")
+
+
+def length_explorer(before, after, reward, preset, prompt: str | None = None,
+                    labels: tuple[str, str] = ("SFT", "PPO"), n_samples: int = 3) -> "ipywidgets.VBox":
+    """Sliders for the response length, a prompt box, a seed and a button that samples both models.
+
+    ``before``/``after`` are folders or ``(model, tokenizer)`` pairs (loaded once, here). Returns an
+    ``ipywidgets.VBox``; its last child is the ``HTML`` widget that holds the result.
+    """
+    import ipywidgets as w
+
+    models = {labels[0]: _model_and_tokenizer(before), labels[1]: _model_and_tokenizer(after)}
+    contexts = [c for c in (context_size(m) for m, _ in models.values()) if c]
+    top = safe_max_length(min(contexts) if contexts else None)
+    if prompt is None:
+        from .evaluate import heldout_prompts
+
+        prompt = heldout_prompts(preset, models[labels[0]][1], n=1)[0]
+    lo, hi = min(preset.ppo.min_len, top), min(preset.ppo.max_len, top)
+    style = {"description_width": "initial"}
+    min_slider = w.IntSlider(value=lo, min=1, max=top, description="minimum length (tokens)", style=style)
+    max_slider = w.IntSlider(value=hi, min=1, max=top, description="maximum length (tokens)", style=style)
+    prompt_box = w.Text(value=prompt, description="prompt", layout=w.Layout(width="95%"))
+    seed_box = w.BoundedIntText(value=preset.seed, min=0, max=2**31 - 1, description="seed")
+    count = w.IntSlider(value=n_samples, min=1, max=8, description="samples per model", style=style)
+    button = w.Button(description=f"Sample {labels[0]} and {labels[1]}", button_style="primary",
+                      layout=w.Layout(width="auto"))
+    result = w.HTML(value="<i>Pick lengths and a prompt, then press the button.</i>")
+
+    def on_click(_=None) -> None:
+        result.value = "<i>sampling ...</i>"
+        result.value = comparison_html(models, reward, prompt_box.value, min_slider.value, max_slider.value,
+                                       seed=seed_box.value, n_samples=count.value)
+
+    button.on_click(on_click)
+    return w.VBox([prompt_box, w.HBox([min_slider, max_slider]), w.HBox([seed_box, count, button]), result])
+
+
+# --------------------------------------------------------------------------------------------
+# 06_guardrail: every method's answer to one prompt, side by side
+# --------------------------------------------------------------------------------------------
+def answers_explorer(prompts, answer_fn, description: str = "Answer with every method"):
+    """A prompt picker (a dropdown of prompts, editable in a text box) and a button that shows
+    ``answer_fn(prompt)``, a DataFrame such as ``rlhf_helpers.guardrail.compare_answers`` returns.
+
+    Returns an ``ipywidgets.VBox``; its last child is the ``HTML`` widget that holds the table.
+    """
+    import html as _html
+
+    import ipywidgets as w
+
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("give at least one prompt to pick from")
+    picker = w.Dropdown(options=prompts, value=prompts[0], description="prompt", layout=w.Layout(width="95%"))
+    box = w.Text(value=prompts[0], description="edit", layout=w.Layout(width="95%"))
+    button = w.Button(description=description, button_style="primary", layout=w.Layout(width="auto"))
+    result = w.HTML(value="<i>Pick or type a prompt, then press the button.</i>")
+    picker.observe(lambda change: setattr(box, "value", change["new"]), names="value")
+
+    def on_click(_=None) -> None:
+        result.value = "<i>sampling ...</i>"
+        try:
+            table = answer_fn(box.value)
+        except (ValueError, TypeError) as err:
+            result.value = f'<p style="color:#b00020"><b>Cannot answer:</b> {_html.escape(str(err))}</p>'
+            return
+        result.value = f"<p><b>Prompt:</b> {_html.escape(box.value)}</p>" + table.to_html(index=False, escape=True)
+
+    button.on_click(on_click)
+    return w.VBox([picker, box, button, result])

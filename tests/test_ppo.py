@@ -1,0 +1,205 @@
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from rlhf_helpers.ppo import (AdaptiveKLController, PPOConfig, PPOTrainer, clipped_policy_loss, gae_advantages,
+                              masked_mean, query_response_batch, whiten)
+
+
+def test_gae_matches_hand_computation():
+    # gamma = 1, lambda = 0.5; a 4th padded position must not change anything
+    rewards = torch.tensor([[0.0, 0.0, 1.0, 9.0]])
+    values = torch.tensor([[0.5, 0.6, 0.7, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    adv, ret = gae_advantages(rewards, values, mask, gamma=1.0, lam=0.5)
+    # delta_2 = 1 - 0.7 = 0.3; delta_1 = 0.7 - 0.6 = 0.1; delta_0 = 0.6 - 0.5 = 0.1
+    expected = torch.tensor([[0.1 + 0.5 * (0.1 + 0.5 * 0.3), 0.1 + 0.5 * 0.3, 0.3, 0.0]])
+    assert torch.allclose(adv, expected)
+    assert torch.allclose(ret, torch.tensor([[0.725, 0.85, 1.0, 0.0]]))
+
+
+def test_gae_with_discount():
+    adv, _ = gae_advantages(torch.tensor([[1.0, 2.0]]), torch.zeros(1, 2), torch.ones(1, 2), gamma=0.9, lam=1.0)
+    assert torch.allclose(adv, torch.tensor([[1.0 + 0.9 * 2.0, 2.0]]))
+
+
+def test_adaptive_kl_controller_formula():
+    ctl = AdaptiveKLController(0.2, target=6.0, horizon=10_000)
+    ctl.update(9.0, n_steps=64)  # error 0.5 is clipped to 0.2
+    assert math.isclose(ctl.value, 0.2 * (1 + 0.2 * 64 / 10_000))
+    before = ctl.value
+    ctl.update(5.4, n_steps=64)  # error -0.1
+    assert math.isclose(ctl.value, before * (1 - 0.1 * 64 / 10_000))
+
+
+def test_clipped_loss_equals_policy_gradient_at_ratio_one():
+    logp = torch.tensor([[-1.0, -2.0, -0.5]], requires_grad=True)
+    adv = torch.tensor([[0.3, -1.2, 2.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    loss, clipfrac = clipped_policy_loss(logp, logp.detach(), adv, mask, cliprange=0.2)
+    plain = -masked_mean(adv * torch.exp(logp - logp.detach()), mask)
+    assert torch.allclose(loss, plain) and clipfrac.item() == 0.0
+    g1, = torch.autograd.grad(loss, logp)
+    logp2 = logp.detach().clone().requires_grad_(True)
+    g2, = torch.autograd.grad(-masked_mean(adv * logp2, mask), logp2)  # REINFORCE gradient
+    assert torch.allclose(g1, g2)
+
+
+def test_clipping_stops_the_gradient_beyond_the_range():
+    old = torch.zeros(1, 1)
+    logp = torch.full((1, 1), 0.5, requires_grad=True)  # ratio e^0.5 > 1.2
+    loss, clipfrac = clipped_policy_loss(logp, old, torch.ones(1, 1), torch.ones(1, 1), 0.2)
+    loss.backward()
+    assert clipfrac.item() == 1.0 and logp.grad.abs().item() == 0.0
+
+
+def test_whiten_zero_mean_unit_variance_over_mask():
+    x = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
+    m = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    w = whiten(x, m)
+    assert abs(masked_mean(w, m).item()) < 1e-6 and w[0, 3] == 0
+
+
+def test_config_rejects_indivisible_batch():
+    with pytest.raises(ValueError, match="divisible"):
+        PPOConfig(batch_size=10, mini_batch_size=4)
+
+
+def _trainer(lm_dir, **cfg):
+    from rlhf_helpers.models import load_causal_lm, load_tokenizer
+
+    torch.manual_seed(0)
+    tok = load_tokenizer(lm_dir)
+    return PPOTrainer(PPOConfig(**{"batch_size": 4, "mini_batch_size": 2, "seed": 0, **cfg}), load_causal_lm(lm_dir),
+                      tok), tok
+
+
+def test_padded_batch_equals_one_by_one(stand_in_lm_dir):
+    from rlhf_helpers.evaluate import sequence_logprobs
+    from rlhf_helpers.models import load_pretrained
+
+    model, tok = load_pretrained(stand_in_lm_dir)
+    queries = [torch.tensor([5, 6, 7]), torch.tensor([8]), torch.tensor([9, 10, 11, 12, 13])]
+    responses = [torch.tensor([20, 21]), torch.tensor([22, 23, 24, 25]), torch.tensor([26])]
+    batched = sequence_logprobs(model, queries, responses, tok.pad_token_id, batch_size=3)
+    single = torch.cat([sequence_logprobs(model, [q], [r], tok.pad_token_id) for q, r in zip(queries, responses)])
+    assert torch.allclose(batched, single, atol=1e-5)
+    ids, mask, pos, r_mask, Q = query_response_batch(queries, responses, tok.pad_token_id)
+    assert r_mask.sum(1).tolist() == [2, 4, 1] and pos[1, Q].item() == 1
+
+
+def test_step_raises_logprob_of_rewarded_response(stand_in_lm_dir):
+    from rlhf_helpers.evaluate import sequence_logprobs
+
+    trainer, tok = _trainer(stand_in_lm_dir, learning_rate=5e-3, init_kl_coef=0.0, adaptive_kl=False, ppo_epochs=4)
+    q = torch.tensor(tok("This movie was")["input_ids"])
+    good, bad = torch.tensor(tok(" wonderful")["input_ids"]), torch.tensor(tok(" awful")["input_ids"])
+    queries, responses, scores = [q] * 4, [good, bad, good, bad], [1.0, -1.0, 1.0, -1.0]
+    lm = trainer.policy.lm
+    before = sequence_logprobs(lm, [q, q], [good, bad], tok.pad_token_id)
+    stats = trainer.step(queries, responses, scores)
+    after = sequence_logprobs(lm, [q, q], [good, bad], tok.pad_token_id)
+    assert after[0] > before[0] and after[1] < before[1]
+    for key in ("score_mean", "kl", "entropy", "policy_loss", "value_loss", "clipfrac", "approx_kl", "kl_coef"):
+        assert key in stats and math.isfinite(stats[key])
+
+
+def test_same_seed_same_stats(stand_in_lm_dir):
+    def run():
+        from rlhf_helpers.data import LengthSampler
+
+        trainer, tok = _trainer(stand_in_lm_dir)
+        queries = [torch.tensor(tok(p)["input_ids"]) for p in ["A great", "The worst", "I think", "This film"]]
+        torch.manual_seed(1)
+        responses = trainer.generate(queries, LengthSampler(2, 5, seed=1))
+        stats = trainer.step(queries, responses, [0.5, -0.2, 1.0, 0.0])
+        return {k: v for k, v in stats.items() if not k.startswith("time")}, responses
+
+    (s1, r1), (s2, r2) = run(), run()
+    assert s1 == s2 and all(torch.equal(a, b) for a, b in zip(r1, r2))
+
+
+def test_generate_respects_sampled_lengths(stand_in_lm_dir):
+    from rlhf_helpers.data import LengthSampler
+
+    trainer, tok = _trainer(stand_in_lm_dir)
+    queries = [torch.tensor(tok("A great")["input_ids"])] * 40
+    lengths = {len(r) for r in trainer.generate(queries, LengthSampler(3, 6, seed=0))}
+    assert lengths <= {3, 4, 5, 6} and len(lengths) > 1
+
+
+@pytest.mark.parametrize("bad", ["mismatch", "empty_response", "nan", "wrong_batch"])
+def test_step_rejects_bad_input(stand_in_lm_dir, bad):
+    trainer, tok = _trainer(stand_in_lm_dir)
+    q, r = torch.tensor([5, 6]), torch.tensor([7, 8])
+    queries, responses, scores = [q] * 4, [r] * 4, [0.0] * 4
+    if bad == "mismatch":
+        scores, match = [0.0] * 3, "same length"
+    elif bad == "empty_response":
+        responses, match = [r, r, torch.tensor([], dtype=torch.long), r], "empty"
+    elif bad == "nan":
+        scores, match = [0.0, float("nan"), 0.0, 0.0], "NaN"
+    else:
+        queries, responses, scores, match = [q] * 2, [r] * 2, [0.0] * 2, "batch_size"
+    with pytest.raises(ValueError, match=match):
+        trainer.step(queries, responses, scores)
+
+
+def test_saved_policy_loads_as_plain_transformers_model(stand_in_lm_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    trainer, _ = _trainer(stand_in_lm_dir)
+    trainer.save_pretrained(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, use_safetensors=True)
+    assert type(model).__name__ == "GPT2LMHeadModel" and (tmp_path / "value_head.safetensors").exists()
+
+
+def _write_prompts(path, n=16):
+    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in
+                            ["This movie", "I watched", "The actors", "A film that"] * (n // 4)))
+    return path
+
+
+def test_cli_trains_any_folder_pair(stand_in_lm_dir, stand_in_classifier_dir, tmp_path):
+    prompts = _write_prompts(tmp_path / "prompts.jsonl")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "rlhf_helpers", "ppo", "--policy", str(stand_in_lm_dir), "--reward",
+           str(stand_in_classifier_dir), "--prompts", str(prompts), "--steps", "3", "--batch-size", "4",
+           "--min-len", "2", "--max-len", "4", "--seed", "0", "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["step"] for l in lines] == [1, 2, 3]
+    assert (out / "model.safetensors").exists() and (out / "value_head.safetensors").exists()
+
+
+def test_cli_reports_bad_input_clearly(stand_in_lm_dir, stand_in_classifier_dir, tmp_path):
+    prompts = _write_prompts(tmp_path / "prompts.jsonl")
+    base = [sys.executable, "-m", "rlhf_helpers", "ppo", "--policy", str(stand_in_lm_dir), "--reward",
+            str(stand_in_classifier_dir), "--prompts", str(prompts), "--steps", "1", "--out", str(tmp_path / "o")]
+    res = subprocess.run(base + ["--min-len", "9", "--max-len", "3"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "larger than max_len" in res.stderr
+    res = subprocess.run(base + ["--batch-size", "6", "--mini-batch-size", "4"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 2 and "divisible" in res.stderr
+
+
+def test_distributed_two_cpu_processes(stand_in_lm_dir, stand_in_classifier_dir, tmp_path):
+    """The same trainer under `accelerate launch` with two CPU processes (gloo)."""
+    prompts = _write_prompts(tmp_path / "prompts.jsonl")
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "rlhf_helpers", "ppo",
+           "--policy", str(stand_in_lm_dir), "--reward", str(stand_in_classifier_dir), "--prompts", str(prompts),
+           "--steps", "2", "--batch-size", "4", "--min-len", "2", "--max-len", "4", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": "29533"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == [1, 2]  # written once, by the main process
+    assert (out / "model.safetensors").exists()
