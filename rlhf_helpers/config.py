@@ -41,7 +41,8 @@ class SFTSettings:
 @dataclass(frozen=True)
 class ClassifierSettings:
     max_length: int = 128
-    train_examples: int = 12_000
+    truncation_side: str = "left"
+    train_examples: int = 6_000
     epochs: float = 1.0
     batch_size: int = 32
     learning_rate: float = 5e-4

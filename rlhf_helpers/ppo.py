@@ -200,6 +200,19 @@ def query_response_batch(queries: Sequence[torch.Tensor], responses: Sequence[to
     return ids, mask, position_ids, r_mask, q_ids.shape[1]
 
 
+def _make_accelerator():
+    """bf16 on a GPU, plain fp32 on a CPU; tolerate a state left behind by an earlier TRL trainer."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    kwargs = {"mixed_precision": "bf16" if torch.cuda.is_available() else "no", "cpu": not torch.cuda.is_available()}
+    try:
+        return Accelerator(**kwargs)
+    except ValueError:  # e.g. a Trainer earlier in this kernel set another mixed-precision mode
+        AcceleratorState._reset_state(reset_partial_state=False)
+        return Accelerator(**kwargs)
+
+
 # --------------------------------------------------------------------------------------------
 # The trainer
 # --------------------------------------------------------------------------------------------
@@ -214,8 +227,7 @@ class PPOTrainer:
         self.tokenizer = tokenizer
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self.accelerator = accelerator or Accelerator(
-            mixed_precision="bf16" if torch.cuda.is_available() else "no", cpu=not torch.cuda.is_available())
+        self.accelerator = accelerator or _make_accelerator()
         acc_set_seed(config.seed)
         lm = model.lm if isinstance(model, PolicyWithValueHead) else model
         policy = model if isinstance(model, PolicyWithValueHead) else PolicyWithValueHead(lm)

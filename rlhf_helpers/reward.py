@@ -34,6 +34,8 @@ def train_classifier(preset: Preset | None = None, resume: bool = True) -> Path:
     set_seed(preset.seed)
     sft_path = ensure_sft(preset)
     tokenizer = load_tokenizer(sft_path)
+    # "left" keeps the *end* of a long review, where the verdict usually is ("7/10", "avoid it")
+    tokenizer.truncation_side = c.truncation_side
     imdb = load_imdb(preset)
     train = imdb["train"].shuffle(seed=preset.seed).select(range(min(c.train_examples, len(imdb["train"]))))
 
@@ -49,7 +51,8 @@ def train_classifier(preset: Preset | None = None, resume: bool = True) -> Path:
         output_dir=str(ckpts), num_train_epochs=c.epochs, per_device_train_batch_size=c.batch_size,
         learning_rate=c.learning_rate, lr_scheduler_type="linear", warmup_steps=0.05,
         logging_steps=10, save_steps=c.save_steps, save_total_limit=1, report_to="none", seed=preset.seed,
-        data_seed=preset.seed, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+        data_seed=preset.seed, use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(),
+        dataloader_num_workers=0,
     )
     trainer = Trainer(model=model, args=args, train_dataset=train,
                       data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
@@ -294,8 +297,8 @@ def train_reward_model(preset: Preset | None = None, resume: bool = True) -> Pat
         output_dir=str(ckpts), max_steps=r.max_steps, per_device_train_batch_size=r.batch_size,
         learning_rate=r.learning_rate, max_length=r.max_length, logging_steps=max(1, min(10, r.max_steps // 10)),
         save_steps=r.save_steps, save_total_limit=1, report_to="none", seed=preset.seed, data_seed=preset.seed,
-        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, lr_scheduler_type="cosine",
-        warmup_steps=max(1, r.max_steps // 20),
+        use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(), dataloader_num_workers=0,
+        lr_scheduler_type="cosine", warmup_steps=max(1, r.max_steps // 20),
     )
     train = pairs["train"].select_columns(["prompt", "chosen", "rejected"])
     trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)

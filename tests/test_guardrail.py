@@ -84,6 +84,8 @@ def test_best_of_n_keeps_the_judges_favourite(stand_in_policy):
     for b, p in zip(out, PROMPTS):
         assert len(b.candidates) == 4 and b.scores == count_good([p + c for c in b.candidates])
         assert b.index == int(np.argmax(b.scores)) and b.text == b.candidates[b.index]
+    two = best_of_n(model, tok, PROMPTS, 2, Judge(count_good), min_len=3, max_len=7, seed=0)
+    assert [b.candidates for b in two] == [b.candidates[:2] for b in out]  # nested: one draw serves every n
     with pytest.raises(ValueError, match="empty"):
         best_of_n(model, tok, ["  "], 2, Judge(count_good), 3, 7)
     with pytest.raises(ValueError, match="n must be"):
@@ -204,3 +206,61 @@ def test_a_killed_writer_loses_at_most_the_decision_in_flight(tmp_path):
     for _, row in frame.iterrows():  # every row whole: no half-written decision
         assert len(row["candidates"]) == len(row["scores"]) == len(row["sources"]) == 2
         assert row["chosen"] == row["candidates"][row["winner_index"]] and row["winner"] == "improver"
+
+
+# --------------------------------------------------------------------------------------------
+# Tables for the notebook, and the widget's pure parts
+# --------------------------------------------------------------------------------------------
+def fake_reward(texts):
+    """A stand-in for the sentiment reward: a tensor of one score per text."""
+    return torch.tensor([float(t.count("good")) - 0.01 * len(t) for t in texts])
+
+
+def test_results_frame_and_compare_answers(stand_in_policy):
+    from rlhf_helpers.guardrail import compare_answers, results_frame
+
+    bot = Assistant(stand_in_policy, stand_in_policy, Judge(count_good), min_len=3, max_len=6)
+    frame = results_frame(bot.respond_many(PROMPTS), fake_reward)
+    assert len(frame) == 3 and {"writer_reward", "improver_reward", "judge_agrees"} <= set(frame.columns)
+    truly_better = np.where(frame["improver_reward"] > frame["writer_reward"], "improver", "writer")
+    assert (frame["judge_agrees"] == (frame["winner"] == truly_better)).all()
+    table = compare_answers("The acting", {"a": stand_in_policy, "b": stand_in_policy}, Judge(count_good),
+                            fake_reward, 3, 6, seed=2, best_of=("a", 3))
+    assert table["method"].tolist() == ["a", "b", "best-of-3 (a)"]
+    assert table.loc[0, "answer"] == table.loc[1, "answer"]  # same policy, same seed, same length
+    assert table.loc[2, "judge score"] >= table.loc[0, "judge score"] - 1e-3  # its candidate 0 is that answer
+
+
+def test_frontier_points_splits_names():
+    import pandas as pd
+
+    from rlhf_helpers.guardrail import frontier_points
+
+    summary = pd.DataFrame({"reward": [0.0, 1.0, 2.0], "kl": [0.0, 1.0, 3.0]},
+                           index=pd.Index(["SFT", "PPO step-5", "DPO β=0.1"], name="model"))
+    curve = best_of_n_curve(np.zeros((2, 2)), np.ones((2, 2)), [1, 2])
+    points = frontier_points(summary, curve)
+    assert points["method"].tolist() == ["SFT", "PPO", "DPO", "best-of-n", "best-of-n"]
+    assert points["point"].tolist() == ["", "step-5", "β=0.1", "n=1", "n=2"]
+    assert math.isclose(points["kl"].iloc[-1], best_of_n_kl(2))
+
+
+def test_answers_explorer_shows_the_table_or_the_reason():
+    import pandas as pd
+
+    from rlhf_helpers.widgets import answers_explorer
+
+    def answer(prompt):
+        if not prompt.strip():
+            raise ValueError("the prompt is empty")
+        return pd.DataFrame({"method": ["SFT"], "answer": [prompt + " <b>ok</b>"]})
+
+    box = answers_explorer(["This movie", "The plot"], answer)
+    picker, text, button, result = box.children
+    picker.value = "The plot"
+    assert text.value == "The plot"
+    button.click()
+    assert "The plot" in result.value and "&lt;b&gt;ok" in result.value  # escaped, not rendered
+    text.value = " "
+    button.click()
+    assert "Cannot answer" in result.value and "empty" in result.value
