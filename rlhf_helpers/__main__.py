@@ -8,6 +8,8 @@
       --min-len A --max-len Z --seed S --out DIR
                                   our PPO on any local policy / sentiment-classifier pair
   run [--preset P]                execute every notebook into reports/ (what `make run` calls)
+  report [--preset P]             every stage's training time and metric + the held-out comparison
+                                  (writes benchmarks/results/<preset>_report.md)
   evaluate [--preset P]           held-out reward, positive fraction, KL and repetition of every
                                   stage already built
 """
@@ -95,6 +97,48 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    """Training time and headline metric of every built stage, then the held-out comparison."""
+    from .config import get_preset, project_root
+    from .models import is_complete, read_meta
+
+    preset = get_preset(args.preset)
+    headline = {"sft": ("held_out_perplexity", "held-out perplexity"),
+                "classifier": ("test_accuracy", "IMDB test accuracy"),
+                "reward_model": ("heldout_pairwise_accuracy", "held-out pairwise accuracy")}
+    lines = [f"### Stages built in preset `{preset.name}`", "", "| stage | training time (s) | metric |",
+             "|---|---|---|"]
+    for stage in STAGES:
+        if not is_complete(preset, stage):
+            continue
+        meta = read_meta(preset, stage)
+        m = meta.get("metrics", {})
+        key, label = headline.get(stage, (None, ""))
+        value = m.get(key) if key else None
+        shown = f"{label} {value:.3f}" if isinstance(value, float) else ", ".join(
+            f"{k} {v}" for k, v in m.items() if isinstance(v, int) and k != "steps")
+        lines.append(f"| {stage} | {m.get('train_seconds', m.get('seconds', '-'))} | {shown} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_eval:
+        import io
+        from contextlib import redirect_stdout
+
+        buf = io.StringIO()
+        with redirect_stdout(buf):
+            args.markdown, args.n = True, None
+            cmd_evaluate(args)
+        table = buf.getvalue().strip().splitlines()[-7:]
+        text += "\n### Held-out comparison (same prompts, lengths and seed)\n\n" + "\n".join(
+            l for l in table if l.startswith("|")) + "\n"
+        print(text.split("### Held-out")[1])
+    out = project_root() / "benchmarks" / "results" / f"{preset.name}_report.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"written to {out}")
+    return 0
+
+
 def cmd_presets(args) -> int:
     from .config import PRESETS
 
@@ -138,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--n", type=int, default=None, help="number of held-out prompts")
     e.add_argument("--markdown", action="store_true")
     e.set_defaults(func=cmd_evaluate)
+
+    rp = sub.add_parser("report", help="metrics of every built stage + held-out comparison, as markdown")
+    rp.add_argument("--preset", default=None)
+    rp.add_argument("--no-eval", action="store_true")
+    rp.set_defaults(func=cmd_report)
 
     r = sub.add_parser("run", help="execute every notebook in order into reports/")
     r.add_argument("--preset", default=None)

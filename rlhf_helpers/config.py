@@ -29,10 +29,10 @@ class ModelSizes:
 
 @dataclass(frozen=True)
 class SFTSettings:
-    max_length: int = 64
-    max_steps: int = 700
-    batch_size: int = 32
-    learning_rate: float = 1e-3
+    max_length: int = 128
+    max_steps: int = 450
+    batch_size: int = 16
+    learning_rate: float = 1.5e-3
     warmup_steps: int = 30
     eval_reviews: int = 500
     save_steps: int = 100
@@ -40,9 +40,9 @@ class SFTSettings:
 
 @dataclass(frozen=True)
 class ClassifierSettings:
-    max_length: int = 128
+    max_length: int = 256
     truncation_side: str = "left"
-    train_examples: int = 6_000
+    train_examples: int = 2_900
     epochs: float = 1.0
     batch_size: int = 32
     learning_rate: float = 5e-4

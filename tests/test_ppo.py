@@ -203,3 +203,26 @@ def test_distributed_two_cpu_processes(stand_in_lm_dir, stand_in_classifier_dir,
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert [l["step"] for l in lines] == [1, 2]  # written once, by the main process
     assert (out / "model.safetensors").exists()
+
+
+def test_cli_missing_folder_and_bad_prompts_file(stand_in_lm_dir, stand_in_classifier_dir, tmp_path):
+    from rlhf_helpers.__main__ import main
+    from rlhf_helpers.ppo import read_prompts
+
+    assert main(["ppo", "--policy", str(tmp_path / "nope"), "--reward", str(stand_in_classifier_dir), "--prompts",
+                 "x.jsonl", "--steps", "1", "--out", str(tmp_path / "o")]) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "fine"}\n{"text": "wrong key"}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:2"):
+        read_prompts(bad)
+    bad.write_text('{"prompt": "   "}\n')
+    with pytest.raises(ValueError, match="empty"):
+        read_prompts(bad)
+
+
+def test_dpo_rejects_non_positive_beta():
+    from rlhf_helpers.config import get_preset
+    from rlhf_helpers.dpo import train_dpo
+
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        train_dpo(get_preset("smoke"), beta=0.0)

@@ -1,0 +1,99 @@
+"""Benchmark: our PPO against TRL's RLOO and GRPO on the tiny preset, same policy, same sentiment
+reward, same episode budget. Writes benchmarks/results/ppo.json and ppo.md (the README's table).
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/ppo.py [--episodes 1024] [--preset tiny]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--episodes", type=int, default=1024, help="rollouts per method")
+    args = ap.parse_args()
+
+    from rlhf_helpers.config import get_preset
+    from rlhf_helpers.data import load_imdb, make_prompts
+    from rlhf_helpers.evaluate import evaluate_policies, heldout_prompts
+    from rlhf_helpers.models import load_tokenizer
+    from rlhf_helpers.ppo import ppo_config_for, train_ppo
+    from rlhf_helpers.reward import ensure_classifier, sentiment_reward
+    from rlhf_helpers.sft import ensure_sft
+
+    preset = get_preset(args.preset)
+    sft = ensure_sft(preset)
+    classifier = ensure_classifier(preset)
+    reward = sentiment_reward(preset)
+    tok = load_tokenizer(sft)
+    prompts = make_prompts(load_imdb(preset)["train"], tok, seed=preset.seed)["prompt"]
+    work = Path(tempfile.mkdtemp(prefix="rlhf-bench-"))
+    results = {}
+
+    # --- our PPO -------------------------------------------------------------------------
+    cfg = ppo_config_for(preset)
+    steps = max(1, args.episodes // cfg.batch_size)
+    t0 = time.time()
+    train_ppo(sft, reward, prompts, cfg, steps, preset.ppo.min_len, preset.ppo.max_len, work / "ppo", save_every=0)
+    seconds = time.time() - t0
+    results["PPO (ours)"] = {"episodes": steps * cfg.batch_size, "seconds": seconds, "folder": work / "ppo"}
+
+    # --- TRL GRPO and RLOO, same SFT policy, same reward, same episode budget --------------
+    home = work / "home"
+    (home / preset.name).mkdir(parents=True)
+    for stage, src in (("sft", Path(sft).parent), ("classifier", Path(classifier).parent)):
+        os.symlink(src, home / preset.name / stage)
+    os.environ["RLHF_HOME"] = str(home)
+    from rlhf_helpers.grpo import train_online
+    from rlhf_helpers.models import read_meta
+
+    per_step = preset.grpo.prompts_per_step * preset.grpo.num_generations
+    for method, name in (("rloo", "RLOO (TRL)"), ("grpo", "GRPO (TRL)")):
+        t0 = time.time()
+        folder = train_online(method, preset, max_steps=max(1, args.episodes // per_step), resume=False)
+        seconds = time.time() - t0
+        results[name] = {"episodes": read_meta(folder)["metrics"]["episodes"], "seconds": seconds, "folder": folder}
+
+    # --- held-out evaluation ----------------------------------------------------------------
+    held = heldout_prompts(preset, tok)
+    models = {"SFT (before)": sft, **{k: v["folder"] for k, v in results.items()}}
+    summary, _ = evaluate_policies(models, reward, sft, held, preset.ppo.min_len, preset.ppo.max_len,
+                                   seed=preset.seed)
+    rows = []
+    for name in models:
+        r = results.get(name, {})
+        rows.append({"method": name, "episodes": r.get("episodes", 0), "seconds": round(r.get("seconds", 0), 1),
+                     "episodes_per_s": round(r["episodes"] / r["seconds"], 2) if r else None,
+                     "heldout_reward": round(float(summary.loc[name, "reward"]), 3),
+                     "positive_fraction": round(float(summary.loc[name, "positive_fraction"]), 3),
+                     "kl": round(float(summary.loc[name, "kl"]), 2)})
+    RESULTS.mkdir(exist_ok=True)
+    meta = {"preset": preset.name, "episodes_budget": args.episodes, "torch_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "machine": platform.machine(),
+            "device": "cuda" if torch.cuda.is_available() else "cpu", "date": time.strftime("%Y-%m-%d")}
+    (RESULTS / "ppo.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    header = "| method | episodes | seconds | episodes/s | held-out reward | positive fraction | KL (nats) |\n"
+    header += "|---|---|---|---|---|---|---|\n"
+    table = header + "".join(
+        f"| {r['method']} | {r['episodes']} | {r['seconds']} | {r['episodes_per_s'] or '-'} | {r['heldout_reward']} | "
+        f"{r['positive_fraction']:.1%} | {r['kl']} |\n" for r in rows)
+    (RESULTS / "ppo.md").write_text(table)
+    print(table)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""SentimentReward's label lookup and guards, the gpt2 preset's code path with local stand-ins, the
+reward-model round trip and same-seed determinism of the training stages (smoke sizes)."""
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from rlhf_helpers.reward import NonFiniteRewardError, SentimentReward, positive_index
+
+
+def _swap_labels(model):
+    """The same classifier with its two labels stored in the other order."""
+    swapped = copy.deepcopy(model)
+    head = swapped.classifier
+    with torch.no_grad():
+        head.weight.copy_(head.weight.flip(0))
+        head.bias.copy_(head.bias.flip(0))
+    swapped.config.id2label = {0: "POSITIVE", 1: "NEGATIVE"}
+    swapped.config.label2id = {"POSITIVE": 0, "NEGATIVE": 1}
+    return swapped
+
+
+TEXTS = ["A wonderful film.", "Awful, boring, bad.", "", "   ", "It was a movie about a dog and a man."]
+
+
+def test_positive_logit_is_found_by_name(stand_in_classifier_dir):
+    reward = SentimentReward(stand_in_classifier_dir)
+    swapped = SentimentReward(_swap_labels(reward.model), tokenizer=reward.tokenizer)
+    assert positive_index(reward.model.config) == 1 and positive_index(swapped.model.config) == 0
+    assert torch.allclose(reward(TEXTS), swapped(TEXTS), atol=1e-5)
+    logits = reward.all_logits(TEXTS[:1])[0]
+    assert set(logits) == {"NEGATIVE", "POSITIVE"} and reward(TEXTS[:1]).item() == pytest.approx(logits["POSITIVE"])
+
+
+def test_batching_equals_one_by_one_and_empty_strings_are_scored(stand_in_classifier_dir):
+    reward = SentimentReward(stand_in_classifier_dir, batch_size=4)
+    batched = reward(TEXTS)
+    single = torch.cat([reward([t]) for t in TEXTS])
+    assert batched.shape == (5,) and torch.allclose(batched, single, atol=1e-5)
+
+
+def test_long_text_is_truncated_not_crashing(stand_in_classifier_dir):
+    reward = SentimentReward(stand_in_classifier_dir)
+    assert torch.isfinite(reward(["great " * 2000])).all()
+
+
+def test_nan_score_raises_clearly(stand_in_classifier_dir):
+    reward = SentimentReward(stand_in_classifier_dir)
+    with torch.no_grad():
+        reward.model.classifier.bias.fill_(float("nan"))
+    with pytest.raises(NonFiniteRewardError, match="NaN"):
+        reward(["fine"])
+
+
+def test_classifier_without_positive_label_is_refused(stand_in_classifier_dir):
+    from rlhf_helpers.models import load_classifier
+
+    model = load_classifier(stand_in_classifier_dir)
+    model.config.id2label = {0: "cat", 1: "dog"}
+    with pytest.raises(ValueError, match="POSITIVE"):
+        positive_index(model.config)
+
+
+def test_generation_refuses_prompts_beyond_the_context(stand_in_lm_dir):
+    from rlhf_helpers.generation import generate_responses
+    from rlhf_helpers.models import load_pretrained
+
+    model, tok = load_pretrained(stand_in_lm_dir)  # context 64
+    with pytest.raises(ValueError, match="context"):
+        generate_responses(model, tok, [torch.arange(60)], [10])
+    with pytest.raises(ValueError, match="empty"):
+        generate_responses(model, tok, [torch.tensor([], dtype=torch.long)], [3])
+
+
+def test_gpt2_preset_code_path_with_local_stand_ins(stand_in_lm_dir, stand_in_classifier_dir, tmp_path,
+                                                    monkeypatch):
+    """The gpt2 preset fine-tunes a GPT2LMHeadModel loaded by path and scores with a DistilBERT classifier:
+    the same code that loads `gpt2` and `lvwerra/distilbert-imdb` from the hub."""
+    from datasets import DatasetDict
+
+    from rlhf_helpers.config import SFTSettings, get_preset
+    from rlhf_helpers.data import load_imdb
+    from rlhf_helpers.models import load_pretrained, read_meta
+    from rlhf_helpers.reward import ensure_classifier, sentiment_reward
+    from rlhf_helpers.sft import ensure_sft
+
+    small = load_imdb(get_preset("smoke"))
+    data_dir = tmp_path / "imdb"
+    DatasetDict(train=small["train"].select(range(64)), test=small["test"].select(range(16))).save_to_disk(data_dir)
+    monkeypatch.setenv("RLHF_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RLHF_POLICY_MODEL", str(stand_in_lm_dir))
+    monkeypatch.setenv("RLHF_SENTIMENT_MODEL", str(stand_in_classifier_dir))
+    monkeypatch.setenv("RLHF_DATASET", str(data_dir))
+    preset = get_preset("gpt2")
+    preset = preset.replace(sft=SFTSettings(max_length=32, max_steps=2, batch_size=4, eval_reviews=8, save_steps=2))
+    folder = ensure_sft(preset)
+    model, tok = load_pretrained(folder)
+    assert type(model).__name__ == "GPT2LMHeadModel" and read_meta(folder)["base"] == str(stand_in_lm_dir)
+    assert ensure_classifier(preset) == str(stand_in_classifier_dir)  # not trained: used as given
+    assert sentiment_reward(preset)(["a fine film"]).shape == (1,)
+
+
+def test_reward_model_round_trip(tmp_path, monkeypatch):
+    from rlhf_helpers.config import get_preset
+    from rlhf_helpers.models import read_meta
+    from rlhf_helpers.reward import ensure_pairs, ensure_reward_model, load_reward_model, reward_model_scores
+
+    monkeypatch.setenv("RLHF_HOME", str(tmp_path))
+    preset = get_preset("smoke")
+    folder = ensure_reward_model(preset)
+    model, tok = load_reward_model(folder)
+    pairs = ensure_pairs(preset)["test"]
+    texts = [p + c for p, c in zip(pairs["prompt"], pairs["chosen"])]
+    assert model.config.num_labels == 1
+    again, _ = load_reward_model(folder)
+    assert torch.equal(reward_model_scores(model, tok, texts), reward_model_scores(again, tok, texts))
+    acc = read_meta(folder)["metrics"]["heldout_pairwise_accuracy"]
+    assert 0.0 <= acc <= 1.0
+    assert all(c > r for c, r in zip(pairs["chosen_score"], pairs["rejected_score"]))
+
+
+DETERMINISM_SCRIPT = """
+import json
+from rlhf_helpers.config import get_preset
+from rlhf_helpers.models import read_meta
+from rlhf_helpers.sft import ensure_sft
+from rlhf_helpers.reward import ensure_classifier
+from rlhf_helpers.ppo import ensure_ppo
+p = get_preset("smoke")
+out = {}
+for stage, fn in (("sft", ensure_sft), ("classifier", ensure_classifier), ("ppo", ensure_ppo)):
+    meta = read_meta(fn(p))
+    out[stage] = [{k: v for k, v in e.items() if "time" not in k and "runtime" not in k and "per_second" not in k}
+                  for e in meta["log_history"]]
+    out[stage + "_metrics"] = {k: v for k, v in meta["metrics"].items() if "seconds" not in k and k != "final"}
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_same_seed_same_metrics_across_runs(tmp_path):
+    """Two fresh runs (separate processes and artifact folders) give identical logs for SFT,
+    the classifier and PPO."""
+    results = []
+    for run in ("a", "b"):
+        env = {**os.environ, "RLHF_HOME": str(tmp_path / run)}
+        res = subprocess.run([sys.executable, "-c", DETERMINISM_SCRIPT], env=env, capture_output=True, text=True,
+                             timeout=600)
+        assert res.returncode == 0, res.stderr[-2000:]
+        results.append(json.loads(res.stdout.split("RESULT", 1)[1]))
+    assert results[0] == results[1]
