@@ -29,10 +29,10 @@ class ModelSizes:
 
 @dataclass(frozen=True)
 class SFTSettings:
-    max_length: int = 128
-    max_steps: int = 450
-    batch_size: int = 16
-    learning_rate: float = 1.5e-3
+    max_length: int = 64
+    max_steps: int = 600
+    batch_size: int = 32
+    learning_rate: float = 1e-3
     warmup_steps: int = 30
     eval_reviews: int = 500
     save_steps: int = 100
@@ -42,7 +42,7 @@ class SFTSettings:
 class ClassifierSettings:
     max_length: int = 256
     truncation_side: str = "left"
-    train_examples: int = 2_900
+    train_examples: int = 3_000
     epochs: float = 1.0
     batch_size: int = 32
     learning_rate: float = 5e-4
@@ -77,7 +77,7 @@ class PPOSettings:
     learning_rate: float = 5e-4
     init_kl_coef: float = 0.1
     kl_target: float | None = 6.0
-    kl_horizon: int = 10_000
+    kl_horizon: int = 2_000  # short runs: let the controller actually move within 60 steps
     min_len: int = 8
     max_len: int = 20
     save_every: int = 10
@@ -175,7 +175,7 @@ GPT2 = Preset(
     pairs=PairSettings(n_prompts=2000, samples_per_prompt=2, margin=1.0, min_len=4, max_len=16),
     reward_model=RewardModelSettings(max_steps=500, batch_size=16, learning_rate=2e-5, max_length=128),
     ppo=PPOSettings(steps=100, batch_size=128, mini_batch_size=32, learning_rate=1.41e-5, init_kl_coef=0.2,
-                    kl_target=6.0, min_len=4, max_len=16),
+                    kl_target=6.0, kl_horizon=10_000, min_len=4, max_len=16),
     dpo=DPOSettings(max_steps=300, batch_size=16, learning_rate=5e-6),
     grpo=GRPOSettings(max_steps=100, prompts_per_step=16, num_generations=8, learning_rate=1e-5),
     eval=EvalSettings(n_prompts=512, batch_size=64),

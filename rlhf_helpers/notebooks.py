@@ -42,6 +42,9 @@ def run_notebooks(preset_name: str | None = None, out_dir: Path | None = None, t
         (out_dir / path.with_suffix(".html").name).write_text(html)
         timings.append((path.name, seconds))
         print(f"[run] {path.name}: {seconds:.0f}s", flush=True)
+    import json
+
+    (out_dir / "timings.json").write_text(json.dumps({"preset": preset.name, "seconds": dict(timings)}, indent=2))
     rows = "".join(f'<li><a href="{n.replace(".ipynb", ".html")}">{n}</a> ({s:.0f} s)</li>' for n, s in timings)
     (out_dir / "index.html").write_text(
         f"<html><body><h1>rlhf-notebooks: executed in preset {preset.name}</h1><ul>{rows}</ul></body></html>")
