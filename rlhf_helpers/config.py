@@ -42,7 +42,7 @@ class SFTSettings:
 class ClassifierSettings:
     max_length: int = 256
     truncation_side: str = "left"
-    train_examples: int = 3_000
+    train_examples: int = 3_500
     epochs: float = 1.0
     batch_size: int = 32
     learning_rate: float = 5e-4

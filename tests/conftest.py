@@ -1,15 +1,7 @@
-"""Test settings: smoke preset, no hub, and a fresh artifacts folder for the whole run."""
-import os
-import tempfile
+"""Stand-in models shared by the unit tests (the environment is set in the root conftest.py)."""
 from pathlib import Path
 
 import pytest
-
-os.environ["RLHF_PRESET"] = "smoke"
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-if not os.environ.get("RLHF_TEST_KEEP_HOME"):
-    os.environ["RLHF_HOME"] = tempfile.mkdtemp(prefix="rlhf-test-home-")
 
 SENTENCES = [
     "This movie was wonderful, a great and moving story with brilliant acting.",

@@ -1,0 +1,10 @@
+"""Test settings for unit tests AND notebooks (nbval kernels inherit this environment): the smoke
+preset, no hub, and a fresh artifacts folder for the whole run."""
+import os
+import tempfile
+
+os.environ["RLHF_PRESET"] = "smoke"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if not os.environ.get("RLHF_TEST_KEEP_HOME"):
+    os.environ["RLHF_HOME"] = tempfile.mkdtemp(prefix="rlhf-test-home-")
