@@ -498,7 +498,7 @@ def train_ppo(policy_path: str | Path, reward, prompts: Sequence[str], config: P
             history = [h for h in history if h["step"] <= trainer.step_count]
     if acc.is_main_process:
         metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
-    queries_all = [torch.tensor(tokenizer(p)["input_ids"], dtype=torch.long) for p in prompts]
+    queries_all = [torch.tensor(ids, dtype=torch.long) for ids in tokenizer(list(prompts))["input_ids"]]
     rank, world = acc.process_index, acc.num_processes
     while trainer.step_count < steps:
         k = trainer.step_count
