@@ -13,6 +13,7 @@ import torch
 from .config import Preset, get_preset, set_seed
 from .data import load_imdb, make_prompts
 from .models import (checkpoint_dir, ensure, last_checkpoint, load_pretrained, load_tokenizer, save_artifact,
+                     save_model_artifact,
                      tokenizer_fingerprint, trainer_log)
 from .reward import build_preference_pairs, sentiment_reward
 from .sft import ensure_sft
@@ -73,14 +74,10 @@ def train_dpo(preset: Preset | None = None, beta: float | None = None, max_steps
     seconds = time.time() - t0
     model = trainer.model
 
-    def save(folder: Path) -> None:
-        model.save_pretrained(folder, safe_serialization=True)
-        tok.save_pretrained(folder)
-
     meta = {"settings": {**d.__dict__, "beta": beta, "max_steps": steps}, "tokenizer": tokenizer_fingerprint(tok),
             "metrics": {"train_seconds": round(seconds, 1), "pairs": len(pairs), "resumed_from": resume_from},
             "log_history": trainer_log(trainer)}
-    path = save_artifact(preset, stage, save, meta)
+    path = save_model_artifact(preset, stage, model, tok, meta)
     print(f"[dpo] beta={beta:g}: trained {steps} steps in {seconds:.0f}s on {len(pairs)} pairs")
     return path
 

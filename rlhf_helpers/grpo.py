@@ -12,7 +12,8 @@ import torch
 
 from .config import Preset, get_preset, set_seed
 from .data import load_imdb, make_prompts
-from .models import (checkpoint_dir, ensure, last_checkpoint, load_tokenizer, save_artifact, tokenizer_fingerprint,
+from .models import (checkpoint_dir, ensure, last_checkpoint, load_tokenizer, save_model_artifact,
+                     tokenizer_fingerprint,
                      trainer_log)
 from .reward import SentimentReward, sentiment_reward
 from .sft import ensure_sft
@@ -75,17 +76,13 @@ def train_online(method: str, preset: Preset | None = None, max_steps: int | Non
     model = trainer.model
     tok.padding_side = "right"
 
-    def save(folder: Path) -> None:
-        model.save_pretrained(folder, safe_serialization=True)
-        tok.save_pretrained(folder)
-
     episodes = steps * args.per_device_train_batch_size
     meta = {"settings": {**preset.grpo.__dict__, "max_steps": steps, "method": method},
             "tokenizer": tokenizer_fingerprint(tok),
             "metrics": {"train_seconds": round(seconds, 1), "episodes": episodes,
                         "episodes_per_second": episodes / max(seconds, 1e-9), "resumed_from": resume_from},
             "log_history": trainer_log(trainer)}
-    path = save_artifact(preset, method, save, meta)
+    path = save_model_artifact(preset, method, model, tok, meta)
     print(f"[{method}] {steps} steps ({episodes} episodes) in {seconds:.0f}s")
     return path
 

@@ -82,6 +82,16 @@ def save_artifact(preset: Preset, stage: str, save_fn: Callable[[Path], None], m
     return final
 
 
+def save_model_artifact(preset: Preset, stage: str, model, tokenizer, meta: dict[str, Any]) -> Path:
+    """Save a trained transformers model and its tokenizer (safetensors) as the ``stage`` artifact."""
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+
+    return save_artifact(preset, stage, write, meta)
+
+
 def ensure(preset: Preset, stage: str, build: Callable[[], Path], force: bool = False,
            requires: str | None = None) -> Path:
     """Return the finished artifact folder of ``stage``, building it first if missing (or ``force``)."""

@@ -13,7 +13,8 @@ import torch
 from .config import Preset, get_preset, pick_device, set_seed
 from .data import LengthSampler, load_imdb, make_prompts
 from .models import (ArtifactError, checkpoint_dir, ensure, last_checkpoint, load_classifier, load_pretrained,
-                     load_tokenizer, read_meta, save_artifact, stage_dir, tokenizer_fingerprint, trainer_log)
+                     load_tokenizer, read_meta, save_artifact, save_model_artifact, stage_dir,
+                     tokenizer_fingerprint, trainer_log)
 from .sft import ensure_sft, ensure_tokenizer
 
 ID2LABEL = {0: "NEGATIVE", 1: "POSITIVE"}
@@ -68,11 +69,7 @@ def train_classifier(preset: Preset | None = None, resume: bool = True) -> Path:
                         "resumed_from": resume_from},
             "log_history": trainer_log(trainer)}
 
-    def save(folder: Path) -> None:
-        model.save_pretrained(folder, safe_serialization=True)
-        tokenizer.save_pretrained(folder)
-
-    path = save_artifact(preset, "classifier", save, meta)
+    path = save_model_artifact(preset, "classifier", model, tokenizer, meta)
     print(f"[classifier] test accuracy {acc:.1%} on {len(test)} reviews; trained in {seconds:.0f}s")
     return path
 
@@ -314,11 +311,7 @@ def train_reward_model(preset: Preset | None = None, resume: bool = True) -> Pat
                         "resumed_from": resume_from},
             "log_history": trainer_log(trainer)}
 
-    def save(folder: Path) -> None:
-        model.save_pretrained(folder, safe_serialization=True)
-        tokenizer.save_pretrained(folder)
-
-    path = save_artifact(preset, "reward_model", save, meta)
+    path = save_model_artifact(preset, "reward_model", model, tokenizer, meta)
     print(f"[reward model] held-out pairwise accuracy {acc:.1%}; trained in {seconds:.0f}s")
     return path
 

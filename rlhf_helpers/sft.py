@@ -10,7 +10,7 @@ import torch
 from .config import Preset, get_preset, set_seed
 from .data import load_imdb
 from .models import (checkpoint_dir, ensure, last_checkpoint, load_causal_lm, load_tokenizer, model_dir,
-                     save_artifact, tokenizer_fingerprint, trainer_log)
+                     save_artifact, save_model_artifact, tokenizer_fingerprint, trainer_log)
 
 
 def ensure_tokenizer(preset: Preset | None = None, force: bool = False):
@@ -106,11 +106,7 @@ def train_sft(preset: Preset | None = None, resume: bool = True) -> Path:
         "log_history": trainer_log(trainer),
     }
 
-    def save(folder: Path) -> None:
-        model.save_pretrained(folder, safe_serialization=True)
-        tokenizer.save_pretrained(folder)
-
-    path = save_artifact(preset, "sft", save, meta)
+    path = save_model_artifact(preset, "sft", model, tokenizer, meta)
     print(f"[sft] held-out perplexity {ppl:.1f}; trained in {seconds:.0f}s; saved to {path}")
     return path
 
