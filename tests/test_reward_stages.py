@@ -130,20 +130,25 @@ from rlhf_helpers.models import read_meta
 from rlhf_helpers.sft import ensure_sft
 from rlhf_helpers.reward import ensure_classifier
 from rlhf_helpers.ppo import ensure_ppo
+from rlhf_helpers.reward import ensure_reward_model
+from rlhf_helpers.dpo import ensure_dpo
+from rlhf_helpers.grpo import ensure_grpo, ensure_rloo
 p = get_preset("smoke")
 out = {}
-for stage, fn in (("sft", ensure_sft), ("classifier", ensure_classifier), ("ppo", ensure_ppo)):
+for stage, fn in (("sft", ensure_sft), ("classifier", ensure_classifier), ("reward_model", ensure_reward_model),
+                  ("ppo", ensure_ppo), ("dpo", ensure_dpo), ("grpo", ensure_grpo), ("rloo", ensure_rloo)):
     meta = read_meta(fn(p))
     out[stage] = [{k: v for k, v in e.items() if "time" not in k and "runtime" not in k and "per_second" not in k}
                   for e in meta["log_history"]]
-    out[stage + "_metrics"] = {k: v for k, v in meta["metrics"].items() if "seconds" not in k and k != "final"}
+    out[stage + "_metrics"] = {k: v for k, v in meta["metrics"].items()
+                               if "seconds" not in k and "per_second" not in k and k != "final"}
 print("RESULT" + json.dumps(out))
 """
 
 
 def test_same_seed_same_metrics_across_runs(tmp_path):
-    """Two fresh runs (separate processes and artifact folders) give identical logs for SFT,
-    the classifier and PPO."""
+    """Two fresh runs (separate processes and artifact folders) give identical training logs for every
+    stage: SFT, classifier, reward model, PPO, DPO, GRPO and RLOO."""
     results = []
     for run in ("a", "b"):
         env = {**os.environ, "RLHF_HOME": str(tmp_path / run)}
