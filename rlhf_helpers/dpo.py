@@ -13,7 +13,7 @@ import torch
 from .config import Preset, get_preset, set_seed
 from .data import load_imdb, make_prompts
 from .models import (checkpoint_dir, ensure, last_checkpoint, load_pretrained, load_tokenizer, save_artifact,
-                     save_model_artifact,
+                     save_model_artifact, trainer_defaults,
                      tokenizer_fingerprint, trainer_log)
 from .reward import build_preference_pairs, sentiment_reward
 from .sft import ensure_sft
@@ -63,9 +63,8 @@ def train_dpo(preset: Preset | None = None, beta: float | None = None, max_steps
     args = DPOConfig(
         output_dir=str(ckpts), beta=beta, max_steps=steps, per_device_train_batch_size=d.batch_size,
         learning_rate=d.learning_rate, max_length=64, logging_steps=max(1, min(10, steps // 10)),
-        save_steps=d.save_steps, save_total_limit=1, report_to="none", seed=preset.seed, data_seed=preset.seed,
-        use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(), dataloader_num_workers=0,
-        lr_scheduler_type="cosine", warmup_steps=max(1, steps // 20),
+        save_steps=d.save_steps, lr_scheduler_type="cosine", warmup_steps=max(1, steps // 20),
+        **trainer_defaults(preset),
     )
     trainer = DPOTrainer(model=str(sft), args=args, train_dataset=pairs, processing_class=tok)
     resume_from = last_checkpoint(ckpts) if resume else None

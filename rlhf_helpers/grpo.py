@@ -13,6 +13,7 @@ import torch
 from .config import Preset, get_preset, set_seed
 from .data import load_imdb, make_prompts
 from .models import (checkpoint_dir, ensure, last_checkpoint, load_tokenizer, save_model_artifact,
+                     trainer_defaults,
                      tokenizer_fingerprint,
                      trainer_log)
 from .reward import SentimentReward, sentiment_reward
@@ -42,9 +43,8 @@ def _online_config(method: str, preset: Preset, output_dir: Path, max_steps: int
         per_device_train_batch_size=g.prompts_per_step * g.num_generations, num_generations=g.num_generations,
         max_completion_length=preset.ppo.max_len, generation_kwargs={"min_new_tokens": preset.ppo.min_len},
         temperature=1.0, top_k=0, top_p=1.0, beta=g.beta, learning_rate=g.learning_rate,
-        logging_steps=1, save_steps=g.save_steps, save_total_limit=1, report_to="none", seed=preset.seed,
-        data_seed=preset.seed, use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(),
-        dataloader_num_workers=0, lr_scheduler_type="constant", disable_tqdm=False,
+        logging_steps=1, save_steps=g.save_steps, lr_scheduler_type="constant", disable_tqdm=False,
+        **trainer_defaults(preset),
     )
 
 

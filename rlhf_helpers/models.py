@@ -82,6 +82,16 @@ def save_artifact(preset: Preset, stage: str, save_fn: Callable[[Path], None], m
     return final
 
 
+def trainer_defaults(preset: Preset) -> dict[str, Any]:
+    """Settings every transformers/TRL trainer here shares: seeded, no loggers, one checkpoint kept,
+    bf16 only on a GPU (TRL would otherwise turn it on on a CPU too)."""
+    import torch
+
+    return {"save_total_limit": 1, "report_to": "none", "seed": preset.seed, "data_seed": preset.seed,
+            "use_cpu": not torch.cuda.is_available(), "bf16": torch.cuda.is_available(),
+            "dataloader_num_workers": 0}
+
+
 def save_model_artifact(preset: Preset, stage: str, model, tokenizer, meta: dict[str, Any]) -> Path:
     """Save a trained transformers model and its tokenizer (safetensors) as the ``stage`` artifact."""
 

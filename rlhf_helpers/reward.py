@@ -13,7 +13,7 @@ import torch
 from .config import Preset, get_preset, pick_device, set_seed
 from .data import LengthSampler, load_imdb, make_prompts
 from .models import (ArtifactError, checkpoint_dir, ensure, last_checkpoint, load_classifier, load_pretrained,
-                     load_tokenizer, read_meta, save_artifact, save_model_artifact, stage_dir,
+                     load_tokenizer, read_meta, save_artifact, save_model_artifact, trainer_defaults, stage_dir,
                      tokenizer_fingerprint, trainer_log)
 from .sft import ensure_sft, ensure_tokenizer
 
@@ -51,9 +51,7 @@ def train_classifier(preset: Preset | None = None, resume: bool = True) -> Path:
     args = TrainingArguments(
         output_dir=str(ckpts), num_train_epochs=c.epochs, per_device_train_batch_size=c.batch_size,
         learning_rate=c.learning_rate, lr_scheduler_type="linear", warmup_steps=0.05,
-        logging_steps=10, save_steps=c.save_steps, save_total_limit=1, report_to="none", seed=preset.seed,
-        data_seed=preset.seed, use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(),
-        dataloader_num_workers=0,
+        logging_steps=10, save_steps=c.save_steps, **trainer_defaults(preset),
     )
     trainer = Trainer(model=model, args=args, train_dataset=train,
                       data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
@@ -293,9 +291,8 @@ def train_reward_model(preset: Preset | None = None, resume: bool = True) -> Pat
     args = RewardConfig(
         output_dir=str(ckpts), max_steps=r.max_steps, per_device_train_batch_size=r.batch_size,
         learning_rate=r.learning_rate, max_length=r.max_length, logging_steps=max(1, min(10, r.max_steps // 10)),
-        save_steps=r.save_steps, save_total_limit=1, report_to="none", seed=preset.seed, data_seed=preset.seed,
-        use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(), dataloader_num_workers=0,
-        lr_scheduler_type="cosine", warmup_steps=max(1, r.max_steps // 20),
+        save_steps=r.save_steps, lr_scheduler_type="cosine", warmup_steps=max(1, r.max_steps // 20),
+        **trainer_defaults(preset),
     )
     train = pairs["train"].select_columns(["prompt", "chosen", "rejected"])
     trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)

@@ -10,7 +10,7 @@ import torch
 from .config import Preset, get_preset, set_seed
 from .data import load_imdb
 from .models import (checkpoint_dir, ensure, last_checkpoint, load_causal_lm, load_tokenizer, model_dir,
-                     save_artifact, save_model_artifact, tokenizer_fingerprint, trainer_log)
+                     save_artifact, save_model_artifact, trainer_defaults, tokenizer_fingerprint, trainer_log)
 
 
 def ensure_tokenizer(preset: Preset | None = None, force: bool = False):
@@ -86,8 +86,7 @@ def train_sft(preset: Preset | None = None, resume: bool = True) -> Path:
         output_dir=str(ckpts), max_steps=s.max_steps, per_device_train_batch_size=s.batch_size,
         learning_rate=s.learning_rate, lr_scheduler_type="cosine", warmup_steps=s.warmup_steps,
         max_length=s.max_length, logging_steps=max(1, min(10, s.max_steps // 10)), save_steps=s.save_steps,
-        save_total_limit=1, report_to="none", seed=preset.seed, data_seed=preset.seed, use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available(), dataloader_num_workers=0, disable_tqdm=False, save_only_model=False,
+        disable_tqdm=False, save_only_model=False, **trainer_defaults(preset),
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
     resume_from = last_checkpoint(ckpts) if resume else None
