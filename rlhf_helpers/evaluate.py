@@ -12,13 +12,14 @@ import torch
 
 from .data import LengthSampler, load_imdb, make_prompts
 from .generation import generate_responses
+from .models import load_policy
 from .ppo import logprobs_from_logits, query_response_batch
 
 
 def heldout_prompts(preset, tokenizer, n: int | None = None) -> list[str]:
     """The first ``n`` prompts built from the test split (never seen in training)."""
     n = n or preset.eval.n_prompts
-    return make_prompts(load_imdb(preset)["test"], tokenizer, seed=preset.seed + 7, limit=n)["prompt"]
+    return list(make_prompts(load_imdb(preset)["test"], tokenizer, seed=preset.seed + 7, limit=n)["prompt"])
 
 
 @torch.no_grad()
@@ -60,14 +61,6 @@ def repetition_rate(texts: Sequence[str]) -> float:
     return float(np.mean(rates)) if rates else 0.0
 
 
-def _as_model(m):
-    from .models import load_pretrained
-
-    if isinstance(m, (str, Path)):
-        return load_pretrained(m)
-    return m
-
-
 def evaluate_policies(models: Mapping[str, object], reward, ref, prompts: Sequence[str], min_len: int,
                       max_len: int, seed: int = 0, batch_size: int = 64) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Evaluate several policies side by side on the same prompts, lengths and seed.
@@ -75,10 +68,10 @@ def evaluate_policies(models: Mapping[str, object], reward, ref, prompts: Sequen
     ``models`` maps a name to a folder or a ``(model, tokenizer)`` pair; ``ref`` is the reference
     (usually the SFT policy) in the same form. Returns ``(summary, samples)`` DataFrames.
     """
-    ref_model, _ = _as_model(ref)
+    ref_model, _ = load_policy(ref)
     rows, samples = [], []
     for name, m in models.items():
-        model, tok = _as_model(m)
+        model, tok = load_policy(m)
         queries = [torch.tensor(tok(p)["input_ids"], dtype=torch.long) for p in prompts]
         sampler = LengthSampler(min_len, max_len, seed=seed)
         lengths = [sampler() for _ in prompts]

@@ -23,6 +23,7 @@ import pandas as pd
 from .config import Preset, artifacts_home, get_preset
 from .data import LengthSampler
 from .generation import sample_texts
+from .models import load_policy  # re-exported: notebook 06 imports it from here
 
 WRITER, IMPROVER = "writer", "improver"
 CONNECTOR = " In other words,"
@@ -229,16 +230,6 @@ class AssistantResult:
         """The candidates as a small table, the chosen one marked."""
         return pd.DataFrame([{"model": c.source, "answer": c.text, "judge score": round(c.score, 3),
                               "chosen": c.source == self.winner} for c in self.candidates])
-
-
-def load_policy(m, device=None):
-    """``(model, tokenizer)`` from a model folder (or a pair, returned as is), moved to ``device`` when given."""
-    from .models import load_pretrained
-
-    model, tok = load_pretrained(m) if isinstance(m, (str, Path)) else m
-    if device is not None:
-        model.to(device)
-    return model, tok
 
 
 class Assistant:

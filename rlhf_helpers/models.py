@@ -113,11 +113,25 @@ def ensure(preset: Preset, stage: str, build: Callable[[], Path], force: bool = 
                 f"{model_dir(preset, stage)} was built for preset {meta.get('preset')!r}, not {preset.name!r}. "
                 f"Delete that folder (rm -r {stage_dir(preset, stage)}) to rebuild it."
             )
+        _check_same_tokenizer(preset, stage, meta)
         return model_dir(preset, stage)
     why = "forced rebuild" if force else "not found"
     print(f"[artifacts] building '{stage}' for preset '{preset.name}' ({why}); it will be saved to "
           f"{model_dir(preset, stage)}")
     return build()
+
+
+def _check_same_tokenizer(preset: Preset, stage: str, meta: dict[str, Any]) -> None:
+    """Refuse an artifact trained with another tokenizer than the preset's current one (tiny/smoke)."""
+    tok_meta = model_dir(preset, "tokenizer") / META
+    if stage == "tokenizer" or not meta.get("tokenizer") or not tok_meta.exists():
+        return
+    current = json.loads(tok_meta.read_text()).get("tokenizer")
+    if current and current != meta["tokenizer"]:
+        raise ArtifactError(
+            f"{model_dir(preset, stage)} was trained with a different tokenizer (fingerprint {meta['tokenizer']}, "
+            f"current {current}). Delete it (rm -r {stage_dir(preset, stage)}) so it is rebuilt with the current one."
+        )
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -174,24 +188,19 @@ def load_classifier(path: str | Path, **kwargs):
         raise _wrap_load_error("classifier", path, err) from err
 
 
-def check_tokenizer_matches(folder: Path, tokenizer) -> None:
-    """Fail clearly if an artifact was trained with a different tokenizer than the one in use."""
-    meta_path = Path(folder) / META
-    if not meta_path.exists():
-        return
-    saved = json.loads(meta_path.read_text()).get("tokenizer")
-    if saved and saved != tokenizer_fingerprint(tokenizer):
-        raise ArtifactError(
-            f"{folder} was trained with a different tokenizer (fingerprint {saved}). Delete the folder "
-            f"(rm -r {Path(folder).parent}) so it is rebuilt with the current one."
-        )
-
-
 def load_pretrained(path: str | Path):
     """``(model, tokenizer)`` from one folder, model in eval mode."""
     tok = load_tokenizer(path)
     model = load_causal_lm(path)
     model.eval()
+    return model, tok
+
+
+def load_policy(m, device=None):
+    """``(model, tokenizer)`` from a model folder (or a pair, returned as is), moved to ``device`` when given."""
+    model, tok = load_pretrained(m) if isinstance(m, (str, Path)) else m
+    if device is not None:
+        model.to(device)
     return model, tok
 
 

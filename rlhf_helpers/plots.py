@@ -8,6 +8,14 @@ import numpy as np
 import pandas as pd
 
 
+def _finish(axes, title: str = ""):
+    """Title and tidy a row of panels; returns the axes."""
+    if title:
+        axes[0].figure.suptitle(title)
+    axes[0].figure.tight_layout()
+    return axes
+
+
 def log_curve(log_history: Iterable[Mapping], key: str = "loss") -> pd.DataFrame:
     """``step``/``key`` rows from a trainer log history (entries without ``key`` are skipped)."""
     rows = [{"step": e.get("step"), key: e[key]} for e in log_history if key in e and e.get("step") is not None]
@@ -26,10 +34,7 @@ def plot_curves(log_history: Iterable[Mapping], keys: Sequence[str] = ("loss",),
         a.set_xlabel("step")
         a.set_ylabel(key)
         a.grid(alpha=0.3)
-    if title:
-        axes[0].figure.suptitle(title)
-    axes[0].figure.tight_layout()
-    return axes
+    return _finish(axes, title)
 
 
 def plot_reward_hist(groups: Mapping[str, Sequence[float]], title: str = "reward (POSITIVE logit)", bins: int = 30,
@@ -120,10 +125,7 @@ def plot_metric_bars(summary: pd.DataFrame, metrics: Sequence[str], title: str =
         a.set_title(metric)
         a.tick_params(axis="x", rotation=45)
         a.grid(axis="y", alpha=0.3)
-    if title:
-        axes[0].figure.suptitle(title)
-    axes[0].figure.tight_layout()
-    return axes
+    return _finish(axes, title)
 
 
 def plot_sweep(table: pd.DataFrame, x: str, metrics: Sequence[str], logx: bool = True, title: str = "", axes=None):
@@ -143,10 +145,7 @@ def plot_sweep(table: pd.DataFrame, x: str, metrics: Sequence[str], logx: bool =
         a.set_xlabel(x)
         a.set_ylabel(metric)
         a.grid(alpha=0.3)
-    if title:
-        axes[0].figure.suptitle(title)
-    axes[0].figure.tight_layout()
-    return axes
+    return _finish(axes, title)
 
 
 # --------------------------------------------------------------------------------------------

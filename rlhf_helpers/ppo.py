@@ -12,6 +12,7 @@ import copy
 import json
 import math
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -201,16 +202,10 @@ def query_response_batch(queries: Sequence[torch.Tensor], responses: Sequence[to
 
 
 def _make_accelerator():
-    """bf16 on a GPU, plain fp32 on a CPU; tolerate a state left behind by an earlier TRL trainer."""
+    """bf16 on a GPU, plain fp32 on a CPU (the same choice ``models.trainer_defaults`` makes for TRL)."""
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
 
-    kwargs = {"mixed_precision": "bf16" if torch.cuda.is_available() else "no", "cpu": not torch.cuda.is_available()}
-    try:
-        return Accelerator(**kwargs)
-    except ValueError:  # e.g. a Trainer earlier in this kernel set another mixed-precision mode
-        AcceleratorState._reset_state(reset_partial_state=False)
-        return Accelerator(**kwargs)
+    return Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no", cpu=not torch.cuda.is_available())
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,7 +215,6 @@ class PPOTrainer:
     """Classic PPO for a causal LM: ``generate`` rollouts, then ``step(queries, responses, scores)``."""
 
     def __init__(self, config: PPOConfig, model, tokenizer, ref_model=None, accelerator=None):
-        from accelerate import Accelerator
         from accelerate.utils import set_seed as acc_set_seed
 
         self.config = config
@@ -281,8 +275,9 @@ class PPOTrainer:
                 raise ValueError(f"query {i} is empty: every prompt needs at least one token")
             if len(r) == 0:
                 raise ValueError(f"response {i} is empty: generate at least one token (min length >= 1)")
-        scores = torch.as_tensor(scores if not isinstance(scores, (list, tuple)) or not torch.is_tensor(scores[0])
-                                 else torch.stack(list(scores)), dtype=torch.float32).flatten()
+        if isinstance(scores, (list, tuple)) and scores and torch.is_tensor(scores[0]):
+            scores = torch.stack(list(scores))
+        scores = torch.as_tensor(scores, dtype=torch.float32).flatten()
         if not torch.isfinite(scores).all():
             raise ValueError("a score is NaN or inf: check the reward model (PPO would blow up on it)")
         return scores
@@ -409,8 +404,6 @@ class PPOTrainer:
         folder = Path(folder)
         tmp = folder.with_name(folder.name + ".tmp")
         if self.accelerator.is_main_process:
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True, exist_ok=True)
             torch.save({"model": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -477,7 +470,7 @@ def train_ppo(policy_path: str | Path, reward, prompts: Sequence[str], config: P
     if steps < 1:
         raise ValueError("steps must be >= 1")
     LengthSampler(min_len, max_len)  # validates
-    prompts = [p for p in prompts]
+    prompts = list(prompts)
     if any(not p.strip() for p in prompts):
         raise ValueError("a prompt is empty or whitespace; remove it")
     tokenizer = load_tokenizer(policy_path)
@@ -528,8 +521,6 @@ def train_ppo(policy_path: str | Path, reward, prompts: Sequence[str], config: P
             trainer.save_checkpoint(ckpt / "last")
     trainer.save_pretrained(out_dir)
     if acc.is_main_process:
-        import shutil
-
         shutil.rmtree(ckpt, ignore_errors=True)
     return history
 
@@ -557,17 +548,10 @@ def ensure_ppo(preset=None, force: bool = False) -> Path:
                             snapshot_every=max(1, s.steps // 4))
         seconds = time.time() - t0
 
-        def save(folder: Path) -> None:
-            import shutil
-
-            shutil.copytree(work, folder)
-
         meta = {"settings": asdict(cfg), "steps": s.steps, "min_len": s.min_len, "max_len": s.max_len,
                 "metrics": {"train_seconds": round(seconds, 1), "final": history[-1] if history else {}},
                 "log_history": history}
-        path = save_artifact(preset, "ppo", save, meta)
-        import shutil
-
+        path = save_artifact(preset, "ppo", lambda folder: shutil.copytree(work, folder), meta)
         shutil.rmtree(work, ignore_errors=True)
         return path
 

@@ -9,6 +9,8 @@ import html
 from pathlib import Path
 from typing import Mapping
 
+from .models import load_policy
+
 
 # --------------------------------------------------------------------------------------------
 # 03_ppo: the generation-length explorer (SFT before vs PPO after, side by side)
@@ -50,15 +52,6 @@ def check_generation_request(tokenizer, prompt: str, min_len: int, max_len: int,
     return None
 
 
-def _model_and_tokenizer(m) -> tuple:
-    """A ``(model, tokenizer)`` pair from a folder or a pair."""
-    if isinstance(m, (str, Path)):
-        from .models import load_pretrained
-
-        return load_pretrained(m)
-    return m
-
-
 def compare_generations(models: Mapping[str, object], reward, prompt: str, min_len: int, max_len: int,
                         seed: int = 0, n_samples: int = 1) -> "pandas.DataFrame":
     """Sample ``n_samples`` responses to one prompt from each model (same seed, same lengths) and score them.
@@ -79,7 +72,7 @@ def compare_generations(models: Mapping[str, object], reward, prompt: str, min_l
         raise GenerationRequestError(f"Ask for at least one sample (got {n_samples}).")
     rows = []
     for name, m in models.items():
-        model, tok = _model_and_tokenizer(m)
+        model, tok = load_policy(m)
         problem = check_generation_request(tok, prompt, min_len, max_len, context_size(model))
         if problem:
             raise GenerationRequestError(problem)
@@ -131,7 +124,7 @@ def length_explorer(before, after, reward, preset, prompt: str | None = None,
     """
     import ipywidgets as w
 
-    models = {labels[0]: _model_and_tokenizer(before), labels[1]: _model_and_tokenizer(after)}
+    models = {labels[0]: load_policy(before), labels[1]: load_policy(after)}
     contexts = [c for c in (context_size(m) for m, _ in models.values()) if c]
     top = safe_max_length(min(contexts) if contexts else None)
     if prompt is None:

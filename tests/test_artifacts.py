@@ -138,3 +138,12 @@ def test_ppo_killed_mid_run_resumes(stand_in_lm_dir, stand_in_classifier_dir, tm
     assert f"resuming from step {saved_step}" in res.stdout
     steps = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 31))
+
+
+def test_artifact_from_another_tokenizer_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("RLHF_HOME", str(tmp_path))
+    preset = get_preset("smoke")
+    save_artifact(preset, "tokenizer", _save_text, {"tokenizer": "aaaa"})
+    save_artifact(preset, "demo", _save_text, {"tokenizer": "bbbb"})
+    with pytest.raises(ArtifactError, match="different tokenizer"):
+        ensure(preset, "demo", lambda: None)
