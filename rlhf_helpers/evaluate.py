@@ -16,10 +16,39 @@ from .models import load_policy
 from .ppo import logprobs_from_logits, query_response_batch
 
 
-def heldout_prompts(preset, tokenizer, n: int | None = None) -> list[str]:
-    """The first ``n`` prompts built from the test split (never seen in training)."""
+def heldout_prompt_table(preset, tokenizer, n: int | None = None) -> pd.DataFrame:
+    """``n`` held-out prompts (from the test split, never seen in training) with their source review's label.
+
+    Columns ``prompt`` and ``label`` (1 = the prompt opens a positive review). The reviews are shuffled with a
+    fixed seed, so the prompts open positive and negative reviews alike.
+    """
     n = n or preset.eval.n_prompts
-    return list(make_prompts(load_imdb(preset)["test"], tokenizer, seed=preset.seed + 7, limit=n)["prompt"])
+    ds = make_prompts(load_imdb(preset)["test"], tokenizer, seed=preset.seed + 7, limit=n)
+    return pd.DataFrame({"prompt": ds["prompt"], "label": ds["label"]})
+
+
+def heldout_prompts(preset, tokenizer, n: int | None = None, with_labels: bool = False):
+    """``n`` held-out prompts (a list of strings); with ``with_labels=True`` the ``heldout_prompt_table``."""
+    table = heldout_prompt_table(preset, tokenizer, n)
+    return table if with_labels else list(table["prompt"])
+
+
+def flip_rate(samples: pd.DataFrame, labels: Sequence[int]) -> pd.Series:
+    """Per model: the share of prompts that open a *negative* review whose text the judge calls positive.
+
+    ``samples`` is the second table of :func:`evaluate_policies` (one row per model and prompt, in prompt order);
+    ``labels`` are the prompts' source labels (``heldout_prompt_table(...)["label"]``). The overall positive
+    fraction mixes in positive openings, which a writer can simply continue; this counts only the turned ones.
+    """
+    labels = np.asarray(labels)
+    if not (labels == 0).any():
+        raise ValueError("no prompt opens a negative review: pass the prompts' source labels (0 = negative)")
+    rates = {}
+    for name, group in samples.groupby("model", sort=False):
+        if len(group) != len(labels):
+            raise ValueError(f"{len(group)} samples for {name!r} but {len(labels)} labels: pass one label per prompt")
+        rates[name] = float(group["positive"].to_numpy()[labels == 0].mean())
+    return pd.Series(rates, name="flip_rate")
 
 
 @torch.no_grad()
