@@ -84,6 +84,8 @@ class PPOSettings:
     min_len: int = 6
     max_len: int = 14
     save_every: int = 10
+    temperature: float = 1.0  # sampled AND scored at this temperature
+    reward_norm: bool = False  # train on (score - mean) / std of SFT samples (lm-human-preferences)
 
 
 @dataclass(frozen=True)

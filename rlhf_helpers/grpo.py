@@ -41,7 +41,7 @@ def _online_config(method: str, preset: Preset, output_dir: Path, max_steps: int
     return cls(
         output_dir=str(output_dir), max_steps=max_steps,
         per_device_train_batch_size=g.prompts_per_step * g.num_generations, num_generations=g.num_generations,
-        max_completion_length=preset.ppo.max_len, generation_kwargs={"min_new_tokens": preset.ppo.min_len},
+        max_completion_length=preset.ppo.max_len,  # no min_new_tokens: sample what you score (generation.py)
         temperature=1.0, top_k=0, top_p=1.0, beta=g.beta, learning_rate=g.learning_rate,
         logging_steps=1, save_steps=g.save_steps, lr_scheduler_type="constant", disable_tqdm=False,
         **trainer_defaults(preset),

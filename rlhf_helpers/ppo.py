@@ -14,6 +14,7 @@ import math
 import random
 import shutil
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .generation import PURE_SAMPLING, generate_responses, left_pad
+from .generation import generate_responses, left_pad
 
 
 # --------------------------------------------------------------------------------------------
@@ -31,7 +32,29 @@ from .generation import PURE_SAMPLING, generate_responses, left_pad
 # --------------------------------------------------------------------------------------------
 @dataclass
 class PPOConfig:
-    """Every knob of classic PPO for language models (defaults follow Ziegler et al. / the TRL recipe)."""
+    """Every knob of classic PPO for language models.
+
+    Defaults are those of TRL 0.11's ``PPOConfig`` (itself modelled on Ziegler et al., 2019) where one
+    exists. Where this implementation differs from TRL 0.11 and from OpenAI's lm-human-preferences:
+
+    * **Sampling** (both differ): responses are drawn from the plain softmax at ``temperature`` with EOS
+      allowed and scored with the *same* temperature; no ``min_length``/top-k/top-p ever (see
+      ``generation.py``). TRL 0.11 let users pass ``min_length`` (the negative-KL trap);
+      lm-human-preferences sampled a fixed 24 tokens.
+    * **Optimizer**: AdamW with ``weight_decay=0`` (TRL: Adam, no decay; lm-h-p: Adam). Decay would pull
+      weights toward 0, not toward the reference, and the KL term would not see it.
+    * **Learning rate**: constant (TRL: constant; lm-h-p: linear decay to 0).
+    * **Gradient clipping** at ``max_grad_norm`` (TRL: off by default; lm-h-p: none).
+    * **Advantages** whitened per batch over real tokens (both do this); rewards are *not* whitened
+      unless ``reward_norm`` (lm-h-p normalises the reward model once on SFT samples: mean 0, std 1;
+      TRL: no).
+    * **Value head**: a linear layer on the last hidden state sharing the policy's body (as TRL), started
+      at zero (as lm-h-p; TRL starts it random).
+    * **Dropout off** in the policy (TRL keeps the model's dropout; lm-h-p has none), so the first ratio
+      of every batch is exactly 1.
+    * **KL**: the per-token penalty is the sampled log-ratio (k1, as both); ``approx_kl`` is
+      ``mean(0.5 * log_ratio**2)`` (as TRL 0.11). The adaptive controller is Ziegler et al.'s (as both).
+    """
 
     learning_rate: float = 1.41e-5
     batch_size: int = 64            # rollouts per step (per process)
@@ -48,10 +71,13 @@ class PPOConfig:
     kl_horizon: int = 10_000        # how fast beta adapts
     max_grad_norm: float = 1.0
     whiten_advantages: bool = True
+    temperature: float = 1.0        # applied when sampling AND when scoring
+    weight_decay: float = 0.0       # AdamW decay (0: nothing pulls weights toward zero)
+    reward_norm: bool = False       # rescale scores so SFT samples have mean 0, std 1 (lm-human-preferences)
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("learning_rate", "batch_size", "mini_batch_size", "ppo_epochs", "kl_horizon"):
+        for name in ("learning_rate", "batch_size", "mini_batch_size", "ppo_epochs", "kl_horizon", "temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"PPOConfig.{name} must be positive, got {getattr(self, name)}")
         if self.batch_size % self.mini_batch_size:
@@ -62,6 +88,8 @@ class PPOConfig:
             raise ValueError("gamma and lam must lie in [0, 1]")
         if self.init_kl_coef < 0:
             raise ValueError("init_kl_coef must be >= 0")
+        if self.weight_decay < 0:
+            raise ValueError("weight_decay must be >= 0")
 
 
 # --------------------------------------------------------------------------------------------
@@ -71,14 +99,21 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
-def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """log p(label) for every position: the per-token log-probabilities of the chosen tokens."""
-    return torch.gather(F.log_softmax(logits.float(), dim=-1), 2, labels.unsqueeze(-1)).squeeze(-1)
+def logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log p(label) for every position, from softmax(logits / temperature) computed in fp32."""
+    return torch.gather(F.log_softmax(logits.float() / temperature, dim=-1), 2, labels.unsqueeze(-1)).squeeze(-1)
 
 
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    logp = F.log_softmax(logits.float(), dim=-1)
+def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)
     return -(logp.exp() * logp).sum(-1)
+
+
+def kl_from_logits(logits: torch.Tensor, ref_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(pi || pi_ref) of the full next-token distributions at every position (>= 0, exactly 0 if equal)."""
+    logp = F.log_softmax(logits.float() / temperature, dim=-1)
+    ref_logp = F.log_softmax(ref_logits.float() / temperature, dim=-1)
+    return (logp.exp() * (logp - ref_logp)).sum(-1).clamp(min=0)
 
 
 def gae_advantages(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
@@ -133,6 +168,11 @@ def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: 
     return 0.5 * masked_mean(torch.max(a, b), mask), masked_mean((b > a).float(), mask)
 
 
+def approx_kl(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """How far one update moved the policy on this minibatch: mean of 0.5 * (log pi - log pi_old)^2."""
+    return 0.5 * masked_mean((logprobs - old_logprobs) ** 2, mask)
+
+
 class AdaptiveKLController:
     """Ziegler et al. (2019): beta <- beta * (1 + clip(KL/target - 1, -0.2, 0.2) * n_steps / horizon)."""
 
@@ -165,14 +205,18 @@ def disable_dropout(model: nn.Module) -> None:
 # Policy with a value head
 # --------------------------------------------------------------------------------------------
 class PolicyWithValueHead(nn.Module):
-    """Any transformers causal LM plus a scalar value head on its last hidden state."""
+    """Any transformers causal LM plus a scalar value head on its last hidden state.
+
+    The head starts at exactly zero (weights and bias), as in lm-human-preferences: before the first
+    update every value is 0, so the first advantages are the raw per-token rewards.
+    """
 
     def __init__(self, lm: nn.Module):
         super().__init__()
         self.lm = lm
         hidden = lm.config.get_text_config().hidden_size
         self.v_head = nn.Linear(hidden, 1)
-        nn.init.normal_(self.v_head.weight, std=1.0 / math.sqrt(hidden + 1))
+        nn.init.zeros_(self.v_head.weight)
         nn.init.zeros_(self.v_head.bias)
 
     def forward(self, input_ids, attention_mask, position_ids=None):
@@ -212,7 +256,11 @@ def _make_accelerator():
 # The trainer
 # --------------------------------------------------------------------------------------------
 class PPOTrainer:
-    """Classic PPO for a causal LM: ``generate`` rollouts, then ``step(queries, responses, scores)``."""
+    """Classic PPO for a causal LM: ``generate`` rollouts, then ``step(queries, responses, scores)``.
+
+    ``step`` = ``make_experience`` (one no-grad forward: old log-probs, values, reference log-probs,
+    per-token rewards, GAE advantages) + ``ppo_update`` (epochs of clipped updates) + the KL controller.
+    """
 
     def __init__(self, config: PPOConfig, model, tokenizer, ref_model=None, accelerator=None):
         from accelerate.utils import set_seed as acc_set_seed
@@ -228,13 +276,15 @@ class PPOTrainer:
         ref = ref_model if ref_model is not None else copy.deepcopy(lm)
         ref.eval().requires_grad_(False)
         disable_dropout(policy)  # so the ratio pi/pi_old is exactly 1 before the first update
-        self.optimizer = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate, eps=1e-5)
+        self.optimizer = torch.optim.AdamW(policy.parameters(), lr=config.learning_rate, eps=1e-5,
+                                           weight_decay=config.weight_decay)
         self.model, self.optimizer = self.accelerator.prepare(policy, self.optimizer)
         self.ref_model = ref.to(self.accelerator.device)
         self.kl_ctl = (AdaptiveKLController(config.init_kl_coef, config.kl_target, config.kl_horizon)
                        if config.adaptive_kl else FixedKLController(config.init_kl_coef))
         self.step_count = 0
         self.generator = torch.Generator().manual_seed(config.seed)
+        self.reward_mean, self.reward_std = 0.0, 1.0  # set by calibrate_reward when config.reward_norm
 
     # -- helpers ---------------------------------------------------------------------------
     @property
@@ -256,11 +306,28 @@ class PPOTrainer:
 
     # -- rollouts --------------------------------------------------------------------------
     def generate(self, queries: Sequence[torch.Tensor], length_sampler: Callable[[], int] | None = None,
-                 batch_size: int = 64, **generation_kwargs) -> list[torch.Tensor]:
-        """Sample one response per query; its length is drawn from ``length_sampler`` (default 16)."""
+                 batch_size: int = 256, **generation_kwargs) -> list[torch.Tensor]:
+        """Sample one response per query at ``config.temperature``; its maximum length is drawn from
+        ``length_sampler`` (default 16) and it ends early if the policy samples EOS.
+
+        Nothing else may change how tokens are drawn: ``step`` scores them under softmax(logits / T), so
+        top-k, top-p, a repetition penalty or a minimum length would make the KL and the ratios lie.
+        """
+        if generation_kwargs:
+            raise ValueError(
+                f"PPOTrainer.generate got {sorted(generation_kwargs)}: during training responses must come from "
+                "the distribution step() scores (softmax(logits / temperature)). Set PPOConfig.temperature for "
+                "the temperature; top_k/top_p/repetition_penalty/min_new_tokens are refused because they make "
+                "training off-policy. Use generation.sample_texts for such sampling outside training.")
         lengths = [length_sampler() if length_sampler else 16 for _ in queries]
         return generate_responses(self.policy.lm, self.tokenizer, queries, lengths, batch_size=batch_size,
-                                  **generation_kwargs)
+                                  temperature=self.config.temperature)
+
+    def calibrate_reward(self, scores: Sequence[float] | torch.Tensor) -> None:
+        """Reward normalisation (``config.reward_norm``): remember the mean and std of scores of samples
+        from the *starting* policy, so that ``step`` trains on (score - mean) / std."""
+        s = torch.as_tensor(scores, dtype=torch.float64).flatten()
+        self.reward_mean, self.reward_std = float(s.mean()), float(s.std().clamp(min=1e-6))
 
     def _validate(self, queries, responses, scores) -> torch.Tensor:
         n = self.config.batch_size
@@ -282,22 +349,45 @@ class PPOTrainer:
             raise ValueError("a score is NaN or inf: check the reward model (PPO would blow up on it)")
         return scores
 
+    def forward_response(self, mb: dict, model=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-probs of the response tokens, values and entropies under ``model`` (default: the policy);
+        the logits at position t predict token t+1, hence the shift by one."""
+        Q, R = self._Q, self._R
+        with self.accelerator.autocast():
+            if model is None:
+                logits, values = self.model(mb["ids"], mb["attn"], mb["pos"])
+                values = values[:, Q - 1:Q + R - 1].float()
+            else:
+                logits, values = model(input_ids=mb["ids"], attention_mask=mb["attn"], position_ids=mb["pos"],
+                                       use_cache=False).logits, None
+        logits = logits[:, Q - 1:Q + R - 1]
+        T = self.config.temperature
+        logps = logprobs_from_logits(logits, mb["ids"][:, Q:Q + R], T)
+        return logps, values, logits
+
     @torch.no_grad()
-    def _rollout_forward(self, ids, mask, pos, Q, R):
-        """Old log-probs and values of the policy and log-probs of the reference, in minibatches."""
-        mb = self.config.mini_batch_size
-        logps, values, ref_logps = [], [], []
-        for s in range(0, ids.shape[0], mb):
-            sl = slice(s, s + mb)
-            with self.accelerator.autocast():
-                logits, v = self.model(ids[sl], mask[sl], pos[sl])
-                ref_logits = self.ref_model(input_ids=ids[sl], attention_mask=mask[sl], position_ids=pos[sl],
-                                            use_cache=False).logits
-            labels = ids[sl, Q:Q + R]
-            logps.append(logprobs_from_logits(logits[:, Q - 1:Q + R - 1], labels))
-            ref_logps.append(logprobs_from_logits(ref_logits[:, Q - 1:Q + R - 1], labels))
-            values.append(v[:, Q - 1:Q + R - 1].float())
-        return torch.cat(logps), torch.cat(values), torch.cat(ref_logps)
+    def make_experience(self, queries, responses, scores) -> dict:
+        """Everything the update needs, from one no-grad pass over the batch (policy and reference)."""
+        cfg = self.config
+        ids, attn, pos, r_mask, Q = query_response_batch([q.cpu() for q in queries], [r.cpu() for r in responses],
+                                                         self.tokenizer.pad_token_id)
+        self._Q, self._R = Q, r_mask.shape[1]
+        batch = {"ids": ids, "attn": attn, "pos": pos, "mask": r_mask.float()}
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        self.model.eval()
+        old_logps, old_values, logits = self.forward_response(batch)
+        ref_logps, _, ref_logits = self.forward_response(batch, model=self.ref_model)
+        mask = batch["mask"]
+        raw = scores.to(self.device)
+        train_scores = (raw - self.reward_mean) / self.reward_std if cfg.reward_norm else raw
+        rewards, kl = self.compute_rewards(train_scores, old_logps, ref_logps, mask)
+        advantages, returns = gae_advantages(rewards, old_values, mask, cfg.gamma, cfg.lam)
+        if cfg.whiten_advantages:
+            advantages = whiten(advantages, mask, reduce=self._reduce)
+        batch.update(old_logps=old_logps, old_values=old_values, ref_logps=ref_logps, rewards=rewards, kl=kl,
+                     kl_exact=kl_from_logits(logits, ref_logits, cfg.temperature) * mask,
+                     advantages=advantages, returns=returns, scores=raw, train_scores=train_scores)
+        return batch
 
     def compute_rewards(self, scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
                         mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -309,73 +399,64 @@ class PPOTrainer:
         return rewards * mask, kl
 
     # -- the update ------------------------------------------------------------------------
-    def step(self, queries: Sequence[torch.Tensor], responses: Sequence[torch.Tensor],
-             scores: Sequence[float] | torch.Tensor) -> dict[str, float]:
-        """One PPO update on a batch of rollouts; returns the step's statistics."""
-        cfg = self.config
-        scores = self._validate(queries, responses, scores)
-        t0 = time.time()
-        ids, mask, pos, r_mask, Q = query_response_batch([q.cpu() for q in queries], [r.cpu() for r in responses],
-                                                         self.tokenizer.pad_token_id)
-        R = r_mask.shape[1]
-        ids, mask, pos, r_mask = (t.to(self.device) for t in (ids, mask, pos, r_mask))
-        fmask = r_mask.float()
-        self.model.eval()
-        old_logps, old_values, ref_logps = self._rollout_forward(ids, mask, pos, Q, R)
-        rewards, kl = self.compute_rewards(scores.to(self.device), old_logps, ref_logps, fmask)
-        advantages, returns = gae_advantages(rewards, old_values, fmask, cfg.gamma, cfg.lam)
-        if cfg.whiten_advantages:
-            advantages = whiten(advantages, fmask, reduce=self._reduce)
-        t_forward = time.time() - t0
-
-        self.model.train()
-        stats_acc: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "clipfrac",
-                                                             "value_clipfrac", "approx_kl", "entropy")}
+    def ppo_update(self, batch: dict) -> dict[str, float]:
+        """PPO's inner loop: ``ppo_epochs`` passes over shuffled minibatches of one batch of rollouts."""
+        cfg, stats = self.config, defaultdict(list)
+        self.model.train()  # dropout is off, so train() and eval() compute the same function
         for _ in range(cfg.ppo_epochs):
-            order = torch.randperm(cfg.batch_size, generator=self.generator)
-            for s in range(0, cfg.batch_size, cfg.mini_batch_size):
-                idx = order[s:s + cfg.mini_batch_size].to(self.device)
-                m = fmask[idx]
-                with self.accelerator.autocast():
-                    logits, values = self.model(ids[idx], mask[idx], pos[idx])
-                logits = logits[:, Q - 1:Q + R - 1]
-                logps = logprobs_from_logits(logits, ids[idx, Q:Q + R])
-                values = values[:, Q - 1:Q + R - 1].float()
-                pg_loss, clipfrac = clipped_policy_loss(logps, old_logps[idx], advantages[idx], m, cfg.cliprange)
-                vf_loss, vf_clipfrac = clipped_value_loss(values, old_values[idx], returns[idx], m,
+            order = torch.randperm(cfg.batch_size, generator=self.generator).to(self.device)
+            for start in range(0, cfg.batch_size, cfg.mini_batch_size):
+                mb = {k: v[order[start:start + cfg.mini_batch_size]] for k, v in batch.items()}
+                logps, values, logits = self.forward_response(mb)             # the current policy
+                pg_loss, clipfrac = clipped_policy_loss(logps, mb["old_logps"], mb["advantages"], mb["mask"],
+                                                        cfg.cliprange)       # small steps
+                vf_loss, vf_clipfrac = clipped_value_loss(values, mb["old_values"], mb["returns"], mb["mask"],
                                                           cfg.cliprange_value)
-                loss = pg_loss + cfg.vf_coef * vf_loss
+                loss = pg_loss + cfg.vf_coef * vf_loss                        # one body, two heads
                 self.optimizer.zero_grad()
                 self.accelerator.backward(loss)
                 if cfg.max_grad_norm:
                     self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
                 with torch.no_grad():
-                    stats_acc["policy_loss"].append(pg_loss.item())
-                    stats_acc["value_loss"].append(vf_loss.item())
-                    stats_acc["clipfrac"].append(clipfrac.item())
-                    stats_acc["value_clipfrac"].append(vf_clipfrac.item())
-                    stats_acc["approx_kl"].append(0.5 * masked_mean((logps - old_logps[idx]) ** 2, m).item())
-                    stats_acc["entropy"].append(masked_mean(entropy_from_logits(logits.detach()), m).item())
+                    for name, value in (("policy_loss", pg_loss), ("value_loss", vf_loss), ("clipfrac", clipfrac),
+                                        ("value_clipfrac", vf_clipfrac),
+                                        ("approx_kl", approx_kl(logps, mb["old_logps"], mb["mask"])),
+                                        ("entropy", masked_mean(entropy_from_logits(logits, cfg.temperature),
+                                                                mb["mask"]))):
+                        stats[name].append(float(value))
+        return {name: float(np.mean(values)) for name, values in stats.items()}
+
+    def step(self, queries: Sequence[torch.Tensor], responses: Sequence[torch.Tensor],
+             scores: Sequence[float] | torch.Tensor) -> dict[str, float]:
+        """One PPO step on a batch of rollouts: experience, update, KL controller; returns statistics."""
+        cfg = self.config
+        scores = self._validate(queries, responses, scores)
+        t0 = time.time()
+        batch = self.make_experience(queries, responses, scores)
+        t_forward = time.time() - t0
+        update_stats = self.ppo_update(batch)
         t_optimize = time.time() - t0 - t_forward
 
-        mean_kl = self._global_mean(kl.sum(1).mean().item())
+        mask = batch["mask"]
+        mean_kl = self._global_mean(batch["kl"].sum(1).mean().item())
         kl_coef_used = self.kl_ctl.value
         self.kl_ctl.update(mean_kl, cfg.batch_size * self.accelerator.num_processes)
         self.step_count += 1
-        stats = {
+        return {
             "step": self.step_count,
             "score_mean": self._global_mean(scores.mean().item()),
             "score_std": float(scores.std().item()) if len(scores) > 1 else 0.0,
+            "train_score_mean": self._global_mean(batch["train_scores"].mean().item()),
             "kl": mean_kl,
+            "kl_exact": self._global_mean(batch["kl_exact"].sum(1).mean().item()),
             "kl_coef": kl_coef_used,
-            "reward_mean": self._global_mean(rewards.sum(1).mean().item()),
-            "response_len": float(fmask.sum(1).mean().item()),
-            **{k: float(np.mean(v)) for k, v in stats_acc.items()},
+            "reward_mean": self._global_mean(batch["rewards"].sum(1).mean().item()),
+            "response_len": float(mask.sum(1).mean().item()),
+            **update_stats,
             "time_forward_s": t_forward,
             "time_optimize_s": t_optimize,
         }
-        return stats
 
     # -- saving and resuming ---------------------------------------------------------------
     def save_pretrained(self, folder: str | Path) -> Path:
@@ -397,7 +478,8 @@ class PPOTrainer:
     def state_dict(self) -> dict:
         return {"step": self.step_count, "kl_coef": self.kl_ctl.value, "generator": self.generator.get_state(),
                 "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
-                "python_rng": random.getstate(), "config": asdict(self.config)}
+                "python_rng": random.getstate(), "config": asdict(self.config),
+                "reward_norm": (self.reward_mean, self.reward_std)}
 
     def save_checkpoint(self, folder: str | Path, extra: dict | None = None) -> None:
         """Everything needed to resume: policy, value head, optimizer, KL controller, RNG states, step."""
@@ -419,19 +501,12 @@ class PPOTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         tr = state["trainer"]
         self.step_count, self.kl_ctl.value = tr["step"], tr["kl_coef"]
+        self.reward_mean, self.reward_std = tr.get("reward_norm", (0.0, 1.0))
         self.generator.set_state(tr["generator"])
         torch.set_rng_state(tr["torch_rng"])
         np.random.set_state(tr["numpy_rng"])
         random.setstate(tr["python_rng"])
         return state.get("extra", {})
-
-
-def load_value_head(folder: str | Path, hidden: int) -> nn.Linear:
-    from safetensors.torch import load_file
-
-    head = nn.Linear(hidden, 1)
-    head.load_state_dict(load_file(str(Path(folder) / "value_head.safetensors")))
-    return head
 
 
 # --------------------------------------------------------------------------------------------
@@ -493,6 +568,19 @@ def train_ppo(policy_path: str | Path, reward, prompts: Sequence[str], config: P
         metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
     queries_all = [torch.tensor(ids, dtype=torch.long) for ids in tokenizer(list(prompts))["input_ids"]]
     rank, world = acc.process_index, acc.num_processes
+    if config.reward_norm and trainer.step_count == 0:
+        # lm-human-preferences: score samples of the starting policy once; train on (score - mean) / std
+        rng = np.random.default_rng([config.seed, 10**6, rank])
+        idx = rng.choice(len(prompts), size=config.batch_size, replace=len(prompts) < config.batch_size)
+        torch.manual_seed(config.seed * 1_000_003 + 10**6 + rank)
+        calib_q = [queries_all[i] for i in idx]
+        calib_r = trainer.generate(calib_q, LengthSampler(min_len, max_len, seed=config.seed + 10**6 + rank))
+        texts = tokenizer.batch_decode([torch.cat([q, r]) for q, r in zip(calib_q, calib_r)],
+                                       skip_special_tokens=True)
+        trainer.calibrate_reward(torch.as_tensor(reward(texts)))
+        if acc.is_main_process:
+            print(f"[ppo] reward normalisation: SFT samples score {trainer.reward_mean:.3f} ± {trainer.reward_std:.3f}"
+                  " -> trained on (score - mean) / std")
     while trainer.step_count < steps:
         k = trainer.step_count
         rng = np.random.default_rng([config.seed, k, rank])
@@ -525,8 +613,10 @@ def train_ppo(policy_path: str | Path, reward, prompts: Sequence[str], config: P
     return history
 
 
-def ensure_ppo(preset=None, force: bool = False) -> Path:
-    """Folder of the PPO-tuned policy for a preset, trained with the preset's notebook settings if missing."""
+def ensure_ppo(preset=None, force: bool = False, callback: Callable[[dict], None] | None = None) -> Path:
+    """Folder of THE PPO-tuned policy of a preset (notebook 03 trains it; 05 and 06 load it), trained
+    with the preset's settings if missing. ``callback(stats)`` is called after every step (live plots).
+    Snapshots of the policy at 1/4, 1/2 and 3/4 of the run are kept for notebook 06's frontier."""
     from .config import get_preset
     from .data import load_imdb, make_prompts
     from .models import checkpoint_dir, ensure, load_tokenizer, save_artifact, stage_dir
@@ -545,7 +635,7 @@ def ensure_ppo(preset=None, force: bool = False) -> Path:
         t0 = time.time()
         history = train_ppo(sft, sentiment_reward(preset), prompts, cfg, s.steps, s.min_len, s.max_len, work,
                             checkpoint_dir=checkpoint_dir(preset, "ppo"), save_every=s.save_every,
-                            snapshot_every=max(1, s.steps // 4))
+                            snapshot_every=max(1, s.steps // 4), callback=callback)
         seconds = time.time() - t0
 
         meta = {"settings": asdict(cfg), "steps": s.steps, "min_len": s.min_len, "max_len": s.max_len,
@@ -563,4 +653,5 @@ def ppo_config_for(preset) -> PPOConfig:
     s = preset.ppo
     return PPOConfig(learning_rate=s.learning_rate, batch_size=s.batch_size, mini_batch_size=s.mini_batch_size,
                      ppo_epochs=s.ppo_epochs, init_kl_coef=s.init_kl_coef, adaptive_kl=s.kl_target is not None,
-                     kl_target=s.kl_target or 6.0, kl_horizon=s.kl_horizon, seed=preset.seed)
+                     kl_target=s.kl_target or 6.0, kl_horizon=s.kl_horizon, temperature=s.temperature,
+                     reward_norm=s.reward_norm, seed=preset.seed)
