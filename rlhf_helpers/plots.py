@@ -31,6 +31,7 @@ def plot_curves(log_history: Iterable[Mapping], keys: Sequence[str] = ("loss",),
     for a, key in zip(axes, keys):
         df = log_curve(history, key)
         a.plot(df["step"], df[key].astype(float), marker=".")
+        a.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # steps are whole numbers: no 1.5 ticks
         a.set_xlabel("step")
         a.set_ylabel(key)
         a.grid(alpha=0.3)
@@ -181,8 +182,11 @@ def plot_quality_log(log: pd.DataFrame, window: int = 20, version: str = "versio
                            xytext=(3, -12), textcoords="offset points", fontsize=8)
     for a in axes:
         a.set_xlabel("decision (in logging order)")
+        a.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         a.grid(alpha=0.3)
-        a.legend(fontsize=8, loc="lower right")
+        # the legend goes under the panel, so it never hides a line (the writer's often runs low, where a
+        # legend inside the panel would sit)
+        a.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
     axes[0].figure.tight_layout()
     return axes
 

@@ -32,6 +32,18 @@ def safe_max_length(context: int | None, prompt_room: int = 8, cap: int = 128) -
     return max(1, min(context - prompt_room, cap))
 
 
+def length_range(preset, context: int | None, prompt_room: int = 8) -> tuple[int, int]:
+    """The ``(min, max)`` a response-length slider should span for this preset and model.
+
+    The top is what the writer was trained for: the larger of the SFT training length and twice the
+    PPO maximum length, and never more than the model's context minus room for a short prompt (and at
+    most 128). So the smoke preset's model (trained on 32 tokens, PPO lengths 4-6) gets 1-32, not 1-120,
+    and a handle moves by one token for a few pixels of mouse travel.
+    """
+    wanted = max(preset.sft.max_length, 2 * preset.ppo.max_len, preset.ppo.min_len + 1)
+    return 1, max(1, min(safe_max_length(context, prompt_room), wanted))
+
+
 def check_generation_request(tokenizer, prompt: str, min_len: int, max_len: int,
                              context: int | None = None) -> str | None:
     """Why this prompt/length request cannot be sampled, in words; ``None`` when it can."""
@@ -98,7 +110,10 @@ def side_by_side(table: "pandas.DataFrame") -> "pandas.DataFrame":
         group = group.set_index("sample")
         parts[f"{name} response"] = group["response"]
         parts[f"{name} reward"] = group["reward"].astype(float)
-    return pd.DataFrame(parts)
+    wide = pd.DataFrame(parts)
+    # one header row: "sample" sits in the corner above the sample numbers, not on a row of its own
+    wide.index.name, wide.columns.name = None, "sample"
+    return wide
 
 
 def comparison_html(models: Mapping[str, object], reward, prompt: str, min_len: int, max_len: int,
@@ -117,38 +132,45 @@ def comparison_html(models: Mapping[str, object], reward, prompt: str, min_len: 
 
 def length_explorer(before, after, reward, preset, prompt: str | None = None,
                     labels: tuple[str, str] = ("SFT", "PPO"), n_samples: int = 3) -> "ipywidgets.VBox":
-    """Sliders for the response length, a prompt box, a seed and a button that samples both models.
+    """A length-range slider, a prompt box, a seed and a button that samples both models.
 
-    ``before``/``after`` are folders or ``(model, tokenizer)`` pairs (loaded once, here). Returns an
-    ``ipywidgets.VBox``; its last child is the ``HTML`` widget that holds the result.
+    ``before``/``after`` are folders or ``(model, tokenizer)`` pairs (loaded once, here). The response
+    length is one ``IntRangeSlider`` (so the minimum can never pass the maximum) spanning
+    ``length_range(preset, context)``. Returns an ``ipywidgets.VBox``
+    ``[prompt box, length slider, HBox([seed, samples, button]), result]``; its last child is the
+    ``HTML`` widget that holds the result.
     """
     import ipywidgets as w
 
     models = {labels[0]: load_policy(before), labels[1]: load_policy(after)}
     contexts = [c for c in (context_size(m) for m, _ in models.values()) if c]
-    top = safe_max_length(min(contexts) if contexts else None)
+    low, top = length_range(preset, min(contexts) if contexts else None)
     if prompt is None:
         from .evaluate import heldout_prompts
 
         prompt = heldout_prompts(preset, models[labels[0]][1], n=1)[0]
     lo, hi = min(preset.ppo.min_len, top), min(preset.ppo.max_len, top)
     style = {"description_width": "initial"}
-    min_slider = w.IntSlider(value=lo, min=1, max=top, description="minimum length (tokens)", style=style)
-    max_slider = w.IntSlider(value=hi, min=1, max=top, description="maximum length (tokens)", style=style)
-    prompt_box = w.Text(value=prompt, description="prompt", layout=w.Layout(width="95%"))
-    seed_box = w.BoundedIntText(value=preset.seed, min=0, max=2**31 - 1, description="seed")
-    count = w.IntSlider(value=n_samples, min=1, max=8, description="samples per model", style=style)
+    wide = w.Layout(width="95%", max_width="760px")
+    prompt_box = w.Text(value=prompt, description="prompt", style=style, layout=wide)
+    lengths = w.IntRangeSlider(value=(lo, hi), min=low, max=top, step=1, description="response length (tokens)",
+                               continuous_update=False, style=style, layout=wide)
+    seed_box = w.BoundedIntText(value=preset.seed, min=0, max=2**31 - 1, description="seed", style=style,
+                                layout=w.Layout(width="160px"))
+    count = w.IntSlider(value=n_samples, min=1, max=8, description="samples per model", style=style,
+                        layout=w.Layout(width="320px"))
     button = w.Button(description=f"Sample {labels[0]} and {labels[1]}", button_style="primary",
                       layout=w.Layout(width="auto"))
-    result = w.HTML(value="<i>Pick lengths and a prompt, then press the button.</i>")
+    result = w.HTML(value="<i>Pick a length range and a prompt, then press the button.</i>")
 
     def on_click(_=None) -> None:
         result.value = "<i>sampling ...</i>"
-        result.value = comparison_html(models, reward, prompt_box.value, min_slider.value, max_slider.value,
+        min_len, max_len = lengths.value
+        result.value = comparison_html(models, reward, prompt_box.value, min_len, max_len,
                                        seed=seed_box.value, n_samples=count.value)
 
     button.on_click(on_click)
-    return w.VBox([prompt_box, w.HBox([min_slider, max_slider]), w.HBox([seed_box, count, button]), result])
+    return w.VBox([prompt_box, lengths, w.HBox([seed_box, count, button]), result])
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,8 +189,9 @@ def answers_explorer(prompts, answer_fn, description: str = "Answer with every m
     prompts = list(prompts)
     if not prompts:
         raise ValueError("give at least one prompt to pick from")
-    picker = w.Dropdown(options=prompts, value=prompts[0], description="prompt", layout=w.Layout(width="95%"))
-    box = w.Text(value=prompts[0], description="edit", layout=w.Layout(width="95%"))
+    style, wide = {"description_width": "initial"}, w.Layout(width="95%", max_width="760px")
+    picker = w.Dropdown(options=prompts, value=prompts[0], description="prompt", style=style, layout=wide)
+    box = w.Text(value=prompts[0], description="edit", style=style, layout=wide)
     button = w.Button(description=description, button_style="primary", layout=w.Layout(width="auto"))
     result = w.HTML(value="<i>Pick or type a prompt, then press the button.</i>")
     picker.observe(lambda change: setattr(box, "value", change["new"]), names="value")

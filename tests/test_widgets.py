@@ -5,7 +5,8 @@ import pytest
 
 from rlhf_helpers.config import get_preset
 from rlhf_helpers.widgets import (GenerationRequestError, check_generation_request, compare_generations,
-                                  comparison_html, context_size, length_explorer, safe_max_length, side_by_side)
+                                  comparison_html, context_size, length_explorer, length_range, safe_max_length,
+                                  side_by_side)
 
 
 @pytest.fixture(scope="module")
@@ -74,21 +75,49 @@ def test_length_limit_counts_prompt_and_response(smoke_artifacts):
     assert "Too long" in check_generation_request(a["tok"], "This movie was", 1, context - n + 1, context)
 
 
+def test_length_range_fits_the_preset():
+    smoke, tiny = get_preset("smoke"), get_preset("tiny")
+    assert length_range(smoke, 128) == (1, max(smoke.sft.max_length, 2 * smoke.ppo.max_len))
+    assert length_range(tiny, 256)[1] == max(tiny.sft.max_length, 2 * tiny.ppo.max_len)
+    assert length_range(tiny, 20) == (1, 12)          # a short context wins, with room for the prompt
+    for preset in (smoke, tiny):
+        assert length_range(preset, 1024)[1] >= preset.ppo.max_len
+
+
 def test_length_explorer_widget(smoke_artifacts):
+    import ipywidgets as w
+
     a = smoke_artifacts
     pair = (a["model"], a["tok"])
     box = length_explorer(pair, pair, a["reward"], a["preset"])
-    prompt_box, (lo, hi), (seed, count, button), result = (box.children[0], box.children[1].children,
-                                                           box.children[2].children, box.children[3])
-    assert prompt_box.value.strip()                          # a held-out prompt by default
-    assert lo.min == hi.min == 1 and hi.max == safe_max_length(context_size(a["model"]))
-    assert (lo.value, hi.value) == (a["preset"].ppo.min_len, a["preset"].ppo.max_len)
+    prompt_box, lengths, (seed, count, button), result = (box.children[0], box.children[1],
+                                                          box.children[2].children, box.children[3])
+    assert isinstance(lengths, w.IntRangeSlider)              # one slider: the minimum cannot pass the maximum
+    assert lengths.style.description_width == "initial" and lengths.layout.width
+    assert prompt_box.value.strip()                           # a held-out prompt by default
+    assert (lengths.min, lengths.max) == length_range(a["preset"], context_size(a["model"]))
+    assert lengths.value == (a["preset"].ppo.min_len, a["preset"].ppo.max_len)
     count.value = 1
     button.click()
     assert "SFT response" in result.value and "PPO reward" in result.value
+    assert "<th></th>" not in result.value                    # one header row, no empty corner row
+    first = result.value
+    lengths.value = (lengths.max - 1, lengths.max)
+    button.click()
+    assert result.value != first and f"lengths {lengths.max - 1}-{lengths.max}" in result.value
+    with pytest.raises(Exception, match="lower > upper"):     # min > max cannot even be set
+        lengths.value = (5, 3)
     prompt_box.value = "   "
     button.click()
     assert "empty" in result.value
-    prompt_box.value, lo.value, hi.value = "This movie was", 5, 3
-    button.click()
-    assert "larger than the maximum" in result.value
+
+
+def test_step_axes_have_whole_number_ticks():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from rlhf_helpers.plots import plot_curves
+
+    axes = plot_curves([{"step": 1, "kl": 0.1}, {"step": 2, "kl": 0.2}], ("kl",))
+    ticks = axes[0].get_xticks()
+    assert len(ticks) and all(float(t).is_integer() for t in ticks)
