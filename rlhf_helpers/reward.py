@@ -87,6 +87,36 @@ def classifier_accuracy(model, tokenizer, texts: Sequence[str], labels: Sequence
     return correct / len(texts)
 
 
+# Lowest held-out accuracy a rater may have before RL trains against it: tiny's classifier reaches the
+# mid-80s when it trains well and sits near 50 % when it does not; the hub classifier of gpt2 is near 90 %.
+# smoke has no floor: its rater trains for a handful of steps and only has to run.
+CLASSIFIER_ACCURACY_FLOORS: dict[str, float] = {"tiny": 0.70, "gpt2": 0.80}
+
+
+class WeakRaterError(RuntimeError):
+    pass
+
+
+def check_classifier_accuracy(acc: float, preset: Preset | str | None = None) -> float:
+    """Stop, saying what to do, when the rater's held-out accuracy is below the preset's floor; else return it.
+
+    A reward from a classifier near chance is noise, and RL optimises noise just as hard as signal.
+    """
+    preset = get_preset(preset) if isinstance(preset, str) else (preset or get_preset())
+    name = preset.name
+    if not 0.0 <= acc <= 1.0:
+        raise ValueError(f"accuracy must be a fraction between 0 and 1, got {acc!r}")
+    floor = CLASSIFIER_ACCURACY_FLOORS.get(name)
+    if floor is not None and acc < floor:
+        raise WeakRaterError(
+            f"The sentiment classifier scores {acc:.1%} on held-out reviews, below the {floor:.0%} floor of preset "
+            f"{name!r}: its reward would be mostly noise. Retrain it: delete the artifact "
+            f"(rm -r {stage_dir(preset, 'classifier')}) and rerun this notebook. A GPT-2 classifier can sit at chance "
+            "for its whole budget (docs/tuning.md records one such run); if it stays low, give it more training "
+            "reviews or epochs (preset.classifier) or a better-trained SFT body.")
+    return acc
+
+
 def ensure_classifier(preset: Preset | None = None, force: bool = False) -> str:
     """Folder (tiny/smoke) or hub name/folder (gpt2) of the sentiment classifier."""
     preset = preset or get_preset()
@@ -101,11 +131,14 @@ def ensure_classifier(preset: Preset | None = None, force: bool = False) -> str:
 def positive_index(config) -> int:
     """Index of the POSITIVE label, found by *name* (label order differs between classifiers)."""
     names = {str(v).upper(): int(k) for k, v in config.id2label.items()}
-    for name in ("POSITIVE", "POS", "LABEL_1"):
+    for name in ("POSITIVE", "POS"):
         if name in names:
             return names[name]
-    raise ValueError(f"the classifier has no POSITIVE label (its labels: {config.id2label}); "
-                     "give it id2label with a 'POSITIVE' entry.")
+    # LABEL_0/LABEL_1 are transformers' placeholder names: which one is positive is a guess, so refuse
+    raise ValueError(f"the classifier has no label naming the positive class (its labels: {config.id2label}); "
+                     "a sentiment classifier must name its labels, e.g. id2label={0: 'NEGATIVE', 1: 'POSITIVE'} "
+                     "in config.json. Placeholder names such as LABEL_1 are refused: which one is positive "
+                     "would be a guess.")
 
 
 class NonFiniteRewardError(ValueError):
@@ -140,7 +173,11 @@ class SentimentReward:
         limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", 512)
         self.max_length = min(max_length or limit, limit)
         self.batch_size = batch_size
-        self.label = model.config.id2label[positive_index(model.config)]
+        try:
+            self.label = model.config.id2label[positive_index(model.config)]
+        except ValueError as err:
+            where = f"{model_or_path}: " if isinstance(model_or_path, (str, Path)) else ""
+            raise ValueError(where + str(err)) from None
         self.pipe = pipeline("sentiment-analysis", model=model, tokenizer=tokenizer, device=device)
 
     def all_logits(self, texts: Sequence[str]) -> list[dict[str, float]]:
