@@ -1,4 +1,8 @@
-"""Execute the notebooks in order (``make run``): executed copies and HTML pages go to ``reports/``."""
+"""Execute the notebooks in order (``make run``): executed copies and HTML pages go to ``reports/``.
+
+Exercise solutions are code cells tagged ``solution``: ``make run`` leaves them unexecuted (a learner's copy shows
+them collapsed, without outputs), while ``make test`` runs them under nbval in the ``smoke`` preset.
+"""
 from __future__ import annotations
 
 import os
@@ -13,11 +17,24 @@ def notebook_paths(folder: Path | None = None) -> list[Path]:
     return sorted(folder.glob("[0-9][0-9]_*.ipynb"))
 
 
+SOLUTION_TAG = "solution"
+
+
+def execute_notebook(nb, folder: Path, timeout: int = 3600):
+    """Execute ``nb`` in place with ``folder`` as the working directory, skipping exercise solutions
+    (code cells tagged ``solution``)."""
+    from nbclient import NotebookClient
+
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", skip_cells_with_tag=SOLUTION_TAG,
+                            resources={"metadata": {"path": str(folder)}})
+    client.execute()
+    return nb
+
+
 def run_notebooks(preset_name: str | None = None, out_dir: Path | None = None, timeout: int = 3600,
                   only: list[str] | None = None) -> list[tuple[str, float]]:
     """Run every notebook with ``RLHF_PRESET`` set; write ``reports/NN_name.ipynb`` / ``.html`` and an index."""
     import nbformat
-    from nbclient import NotebookClient
     from nbconvert import HTMLExporter
 
     preset = get_preset(preset_name)  # fails at once, listing the valid presets
@@ -31,10 +48,8 @@ def run_notebooks(preset_name: str | None = None, out_dir: Path | None = None, t
         print(f"[run] {path.name} (preset {preset.name}) ...", flush=True)
         nb = nbformat.read(path, as_version=4)
         t0 = time.time()
-        client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                resources={"metadata": {"path": str(path.parent)}})
         try:
-            client.execute()
+            execute_notebook(nb, path.parent, timeout=timeout)
         finally:
             nbformat.write(nb, out_dir / path.name)
         seconds = time.time() - t0
