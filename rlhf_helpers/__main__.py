@@ -4,6 +4,9 @@
   build STAGE [--preset P] [--force]
                                   build one stage's artifact (and what it needs): tokenizer, sft,
                                   classifier, pairs, reward_model, ppo, dpo, grpo, rloo
+  build all [--preset P] [--force]
+                                  every artifact the notebooks load, once, in order (resumable)
+  doctor [--preset P]             check this machine's setup; one line naming the fix per problem
   ppo --policy DIR --reward DIR --prompts FILE.jsonl --steps N --batch-size B
       --min-len A --max-len Z --seed S --out DIR
                                   our PPO on any local policy / sentiment-classifier pair
@@ -38,6 +41,9 @@ STAGES = ["tokenizer", "sft", "classifier", "pairs", "reward_model", "ppo", "dpo
 
 
 def cmd_ppo(args) -> int:
+    from dataclasses import asdict
+
+    from .config import get_preset
     from .ppo import PPOConfig, read_prompts, train_ppo
     from .reward import SentimentReward
 
@@ -45,16 +51,28 @@ def cmd_ppo(args) -> int:
         if not Path(folder).is_dir():
             print(f"error: {flag} {folder}: no such folder (give a local model folder)", file=sys.stderr)
             return 2
-    prompts = read_prompts(args.prompts)
-    cfg = PPOConfig(learning_rate=args.lr, batch_size=args.batch_size,
-                    mini_batch_size=args.mini_batch_size or max(1, args.batch_size // 4), ppo_epochs=args.ppo_epochs,
-                    init_kl_coef=args.init_kl, adaptive_kl=args.kl_target > 0, kl_target=args.kl_target or 6.0,
+    # every unset flag takes the tuned value of the preset's PPO settings (docs/tuning.md), never a guess
+    s = get_preset(args.preset).ppo
+    pick = lambda value, default: default if value is None else value  # noqa: E731
+    batch = pick(args.batch_size, s.batch_size)
+    kl_target = pick(args.kl_target, s.kl_target or 0.0)
+    min_len, max_len = pick(args.min_len, s.min_len), pick(args.max_len, s.max_len)
+    cfg = PPOConfig(learning_rate=pick(args.lr, s.learning_rate), batch_size=batch,
+                    mini_batch_size=pick(args.mini_batch_size, min(s.mini_batch_size, batch)),
+                    ppo_epochs=pick(args.ppo_epochs, s.ppo_epochs), init_kl_coef=pick(args.init_kl, s.init_kl_coef),
+                    adaptive_kl=kl_target > 0, kl_target=kl_target or 6.0, kl_horizon=s.kl_horizon,
+                    temperature=pick(args.temperature, s.temperature),
+                    reward_norm=s.reward_norm if args.reward_norm is None else args.reward_norm == "on",
                     seed=args.seed)
-    reward = SentimentReward(args.reward)
-    history = train_ppo(args.policy, reward, prompts, cfg, args.steps, args.min_len, args.max_len, args.out,
+    prompts = read_prompts(args.prompts)
+    reward = SentimentReward(args.reward)  # refuses a folder that is not a trained sentiment classifier
+    print("[ppo] settings (preset " + args.preset + " defaults, flags override): " + json.dumps(
+        {**asdict(cfg), "steps": args.steps, "min_len": min_len, "max_len": max_len}), flush=True)
+    history = train_ppo(args.policy, reward, prompts, cfg, args.steps, min_len, max_len, args.out,
                         save_every=args.save_every, callback=lambda s: print(json.dumps(
                             {k: round(v, 4) if isinstance(v, float) else v for k, v in s.items()
-                             if k in ("step", "score_mean", "kl", "kl_coef", "entropy", "time_step_s")})))
+                             if k in ("step", "score_mean", "kl", "kl_coef", "entropy", "clipfrac", "approx_kl",
+                                      "time_step_s")}), flush=True))
     if history:
         print(f"done: {len(history)} steps; final score {history[-1]['score_mean']:.3f}, KL {history[-1]['kl']:.2f}; "
               f"policy and metrics.jsonl in {args.out}")
@@ -64,10 +82,62 @@ def cmd_ppo(args) -> int:
 def cmd_build(args) -> int:
     from .config import get_preset
 
+    if args.stage == "all":
+        return cmd_build_all(args)
     preset = get_preset(args.preset)
     builders = _stage_builders()
     print(builders[args.stage](preset, force=args.force))
     return 0
+
+
+def cmd_build_all(args) -> int:
+    """``build all``: every artifact the notebooks load (doctor.artifact_plan), once, with a progress bar."""
+    import time
+
+    from tqdm import tqdm
+
+    from .config import artifacts_home, get_preset
+    from .doctor import artifact_plan
+    from .models import is_complete
+
+    preset = get_preset(args.preset)
+    plan = artifact_plan(preset)
+    folder = artifacts_home() / preset.name
+    todo = [name for name, _ in plan if args.force or not is_complete(preset, name)]
+    if not todo:
+        print(f"all {len(plan)} artifacts already built in {folder}; nothing to do")
+        return 0
+    print(f"build all: {len(todo)} of {len(plan)} artifacts to build for preset {preset.name} in {folder} "
+          "(interrupt any time: the same command resumes)", flush=True)
+    seconds: dict[str, float] = {}
+    start = time.time()
+    bar = tqdm(plan, unit="artifact", file=sys.stdout, dynamic_ncols=True,
+               bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed} elapsed")
+    try:
+        for name, build in bar:
+            bar.set_description(f"build all [{name}]")
+            if name not in todo:
+                continue
+            t0 = time.time()
+            build(force=args.force)
+            seconds[name] = time.time() - t0
+            bar.write(f"[build all] {name}: built in {seconds[name]:.0f} s")
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\ninterrupted; run `python -m rlhf_helpers build all --preset {preset.name}` again to resume")
+        return 130
+    bar.close()
+    print(f"built {len(seconds)} artifacts in {time.time() - start:.0f} s: "
+          + ", ".join(f"{n} {s:.0f} s" for n, s in seconds.items()))
+    print(f"all {len(plan)} artifacts are in {folder}; check a machine with "
+          f"`python -m rlhf_helpers doctor --preset {preset.name}`")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import run
+
+    return run(args.preset)
 
 
 def cmd_evaluate(args) -> int:
@@ -154,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("presets", help="list presets").set_defaults(func=cmd_presets)
 
     b = sub.add_parser("build", help="build one stage's artifact")
-    b.add_argument("stage", choices=STAGES)
+    b.add_argument("stage", choices=STAGES + ["all"], help="a stage, or all: every artifact the notebooks load")
     b.add_argument("--preset", default=None, help="tiny, smoke or gpt2 (default $RLHF_PRESET or tiny)")
     b.add_argument("--force", action="store_true", help="rebuild even if it exists")
     b.set_defaults(func=cmd_build)
@@ -164,14 +234,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reward", required=True, help="folder of a sentiment classifier with a POSITIVE label")
     p.add_argument("--prompts", required=True, help='JSON-lines file, one {"prompt": ...} per line')
     p.add_argument("--steps", type=int, required=True)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--mini-batch-size", type=int, default=None, help="default batch-size / 4")
-    p.add_argument("--ppo-epochs", type=int, default=4)
-    p.add_argument("--min-len", type=int, default=8)
-    p.add_argument("--max-len", type=int, default=20)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--init-kl", type=float, default=0.1)
-    p.add_argument("--kl-target", type=float, default=6.0, help="0 = fixed KL coefficient")
+    p.add_argument("--preset", default="tiny", help="whose tuned PPO settings give the defaults (default tiny)")
+    p.add_argument("--batch-size", type=int, default=None, help="rollouts per step")
+    p.add_argument("--mini-batch-size", type=int, default=None)
+    p.add_argument("--ppo-epochs", type=int, default=None)
+    p.add_argument("--min-len", type=int, default=None, help="shortest response (tokens) drawn")
+    p.add_argument("--max-len", type=int, default=None, help="longest response (tokens) drawn")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--init-kl", type=float, default=None, help="starting KL coefficient beta")
+    p.add_argument("--kl-target", type=float, default=None, help="nats per response; 0 = fixed beta")
+    p.add_argument("--temperature", type=float, default=None, help="used for sampling AND scoring")
+    p.add_argument("--reward-norm", choices=["on", "off"], default=None,
+                   help="train on (score - mean) / std of the starting policy's samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=10, help="checkpoint every N steps (resumable)")
     p.add_argument("--out", required=True, help="folder for metrics.jsonl and the trained policy")
@@ -187,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--preset", default=None)
     rp.add_argument("--no-eval", action="store_true")
     rp.set_defaults(func=cmd_report)
+
+    d = sub.add_parser("doctor", help="check Python, packages, device, artifacts, disk, memory, hub, kernel")
+    d.add_argument("--preset", default=None, help="tiny, smoke or gpt2 (default $RLHF_PRESET or tiny)")
+    d.set_defaults(func=cmd_doctor)
 
     r = sub.add_parser("run", help="execute every notebook in order into reports/")
     r.add_argument("--preset", default=None)

@@ -178,14 +178,35 @@ def load_causal_lm(path: str | Path, **kwargs):
         raise _wrap_load_error("language model", path, err) from err
 
 
+class NotAClassifierError(ArtifactError):
+    pass
+
+
 def load_classifier(path: str | Path, **kwargs):
+    """A sequence classifier whose *every* weight, head included, is in the checkpoint.
+
+    ``AutoModelForSequenceClassification`` happily loads a plain language model (or a classifier saved
+    without its head) and starts the missing head at random: every score would then be noise, and RL
+    would optimise noise. Such a folder is refused, naming the missing weights.
+    """
     from transformers import AutoModelForSequenceClassification
 
     try:
-        return AutoModelForSequenceClassification.from_pretrained(
-            str(path), use_safetensors=True, trust_remote_code=False, **kwargs)
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            str(path), use_safetensors=True, trust_remote_code=False, output_loading_info=True, **kwargs)
     except Exception as err:
         raise _wrap_load_error("classifier", path, err) from err
+    missing = list(info.get("missing_keys") or [])
+    if missing:
+        shown = ", ".join(sorted(missing)[:4]) + (" ..." if len(missing) > 4 else "")
+        raise NotAClassifierError(
+            f"{path} is not a trained classifier: the weights {shown} are not in its checkpoint, so they would "
+            "start at random and every score would be noise. A sentiment classifier folder must hold a "
+            "*ForSequenceClassification model saved with its trained head (config.json with architectures "
+            "'...ForSequenceClassification' and id2label naming a POSITIVE class, model.safetensors, the "
+            "tokenizer files), e.g. the `classifier` artifact that `python -m rlhf_helpers build classifier` makes, "
+            "or a copy of lvwerra/distilbert-imdb.")
+    return model
 
 
 def load_pretrained(path: str | Path):

@@ -226,3 +226,177 @@ def test_dpo_rejects_non_positive_beta():
 
     with pytest.raises(ValueError, match="beta must be > 0"):
         train_dpo(get_preset("smoke"), beta=0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sample what you score (issue: PPO that samples exactly what it scores)
+# ---------------------------------------------------------------------------------------------
+def _eos_shifted(lm, eos_id: int, shift: float):
+    """A copy of ``lm`` whose only difference is +``shift`` on the EOS logit (an untied head with a bias)."""
+    import copy
+
+    import torch.nn as nn
+
+    pol = copy.deepcopy(lm)
+    head = nn.Linear(pol.lm_head.in_features, pol.lm_head.out_features, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(pol.lm_head.weight)
+        head.bias.zero_()
+        head.bias[eos_id] = shift
+    pol.lm_head = head
+    return pol
+
+
+def _mixed_batch(tok, n=8):
+    texts = ["This movie", "I watched it and", "Bad", "The actors in this film were", "A", "Great fun", "Why",
+             "It is a long story about"]
+    return [torch.tensor(tok(t)["input_ids"]) for t in (texts * n)[:n]]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_old_logps_equal_the_sampling_distribution(stand_in_lm_dir, temperature):
+    """Mixed query and response lengths: log-probs of the sampled tokens under the distribution generate
+    actually sampled from (its processed scores) equal step()'s old log-probs."""
+    from rlhf_helpers.generation import cut_response, left_pad, sampling_config
+
+    trainer, tok = _trainer(stand_in_lm_dir, batch_size=8, mini_batch_size=4, temperature=temperature)
+    queries = _mixed_batch(tok)
+    lengths = [3, 7, 1, 5, 8, 2, 6, 4]
+    ids, mask = left_pad(queries, tok.pad_token_id)
+    torch.manual_seed(3)
+    out = trainer.policy.lm.generate(input_ids=ids, attention_mask=mask, output_scores=True,
+                                     return_dict_in_generate=True,
+                                     generation_config=sampling_config(tok, max(lengths), temperature=temperature))
+    new = out.sequences[:, ids.shape[1]:]
+    responses = [cut_response(row, n, tok.eos_token_id) for row, n in zip(new, lengths)]
+    assert sorted({len(r) for r in responses}) != [max(lengths)]  # the lengths really are mixed
+    batch = trainer.make_experience(queries, responses, torch.zeros(8))
+    for i, r in enumerate(responses):
+        sampled = torch.stack([torch.log_softmax(out.scores[t][i].float(), -1)[tok_id]
+                               for t, tok_id in enumerate(r)])
+        assert torch.allclose(batch["old_logps"][i, :len(r)], sampled, atol=1e-4), i
+        assert batch["mask"][i].sum() == len(r)
+
+
+def test_policy_equal_to_reference_reports_zero_kl(stand_in_lm_dir):
+    trainer, tok = _trainer(stand_in_lm_dir, batch_size=8, mini_batch_size=4)
+    queries = _mixed_batch(tok)
+    torch.manual_seed(0)
+    responses = trainer.generate(queries, lambda: 6)
+    stats = trainer.step(queries, responses, torch.randn(8))
+    assert stats["kl"] == 0.0 and stats["kl_exact"] == 0.0
+
+
+def test_eos_logit_difference_never_gives_negative_kl(stand_in_lm_dir):
+    """A policy that differs from the reference only in its EOS logit: the KL PPO reports is positive when
+    EOS can be sampled, and the old trap (EOS suppressed while sampling, scored with it) shows up negative."""
+    from rlhf_helpers.models import load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer(stand_in_lm_dir)
+    ref = load_causal_lm(stand_in_lm_dir)
+    policy = _eos_shifted(ref, tok.eos_token_id, 3.0)
+    cfg = PPOConfig(batch_size=64, mini_batch_size=64, ppo_epochs=1, learning_rate=1e-9, seed=0, adaptive_kl=False)
+    trainer = PPOTrainer(cfg, policy, tok, ref_model=ref)
+    queries = _mixed_batch(tok, 64)
+    torch.manual_seed(0)
+    responses = trainer.generate(queries, lambda: 8)
+    batch = trainer.make_experience(queries, responses, torch.zeros(64))
+    assert batch["kl"].sum(1).mean() > 0 and (batch["kl_exact"].sum(1) > 0).all()
+    # the trap, on purpose: suppress EOS while sampling, score with the full softmax
+    from rlhf_helpers.generation import left_pad
+
+    ids, mask = left_pad(queries, tok.pad_token_id)
+    torch.manual_seed(0)
+    gen = trainer.policy.lm.generate(input_ids=ids, attention_mask=mask, do_sample=True, top_k=0, max_new_tokens=8,
+                                     min_new_tokens=8, pad_token_id=tok.pad_token_id)
+    trapped = [row for row in gen[:, ids.shape[1]:]]
+    bad = trainer.make_experience(queries, trapped, torch.zeros(64))
+    assert bad["kl"].sum(1).mean() < 0  # what the classic notebook's users saw
+
+
+def test_generate_refuses_logits_processors(stand_in_lm_dir):
+    trainer, tok = _trainer(stand_in_lm_dir)
+    for kwargs in ({"top_k": 50}, {"top_p": 0.9}, {"repetition_penalty": 1.2}, {"min_new_tokens": 4}):
+        with pytest.raises(ValueError, match="off-policy"):
+            trainer.generate(_mixed_batch(tok, 4), lambda: 3, **kwargs)
+    from rlhf_helpers.generation import sample_texts
+
+    with pytest.raises(ValueError, match="suppress EOS"):
+        sample_texts(trainer.policy.lm, tok, ["This movie"], 3, min_new_tokens=3)
+
+
+def test_value_head_starts_at_zero_and_no_weight_decay(stand_in_lm_dir):
+    trainer, tok = _trainer(stand_in_lm_dir)
+    assert torch.count_nonzero(trainer.policy.v_head.weight) == 0 and trainer.policy.v_head.bias.item() == 0
+    assert all(g["weight_decay"] == 0 for g in trainer.optimizer.param_groups)
+
+
+def test_reward_normalisation_trains_on_standardised_scores(stand_in_lm_dir):
+    trainer, tok = _trainer(stand_in_lm_dir, reward_norm=True)
+    trainer.calibrate_reward(torch.tensor([1.0, 3.0, 1.0, 3.0]))
+    queries = _mixed_batch(tok, 4)
+    torch.manual_seed(0)
+    stats = trainer.step(queries, trainer.generate(queries, lambda: 3), torch.tensor([3.0, 3.0, 1.0, 1.0]))
+    std = torch.tensor([1.0, 3.0, 1.0, 3.0]).std().item()
+    assert stats["score_mean"] == pytest.approx(2.0) and stats["train_score_mean"] == pytest.approx(0.0, abs=1e-6)
+    stats = trainer.step(queries, trainer.generate(queries, lambda: 3), torch.tensor([5.0, 5.0, 5.0, 5.0]))
+    assert stats["train_score_mean"] == pytest.approx(3.0 / std, rel=1e-5)
+
+
+def test_ppo_update_is_what_step_runs(stand_in_lm_dir):
+    """step() == make_experience + ppo_update (+ the KL controller): the function notebook 03 shows."""
+    a, tok = _trainer(stand_in_lm_dir, learning_rate=1e-3)
+    b, _ = _trainer(stand_in_lm_dir, learning_rate=1e-3)
+    queries = _mixed_batch(tok, 4)
+    torch.manual_seed(0)
+    responses = a.generate(queries, lambda: 4)
+    scores = torch.tensor([1.0, -1.0, 0.5, 2.0])
+    stats = a.step(queries, responses, scores)
+    manual = b.ppo_update(b.make_experience(queries, responses, scores))
+    for name in ("policy_loss", "value_loss", "clipfrac", "approx_kl", "entropy"):
+        assert manual[name] == pytest.approx(stats[name], rel=1e-5, abs=1e-7), name
+    for pa, pb in zip(a.policy.parameters(), b.policy.parameters()):
+        assert torch.allclose(pa, pb)
+
+
+def test_reward_folder_that_is_not_a_sentiment_classifier_is_refused(stand_in_lm_dir, stand_in_classifier_dir,
+                                                                     tmp_path):
+    """A causal-LM folder, a classifier saved without its head, and placeholder labels are all refused."""
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhf_helpers.models import NotAClassifierError
+    from rlhf_helpers.reward import SentimentReward
+
+    with pytest.raises(NotAClassifierError, match="not a trained classifier"):
+        SentimentReward(stand_in_lm_dir)
+    placeholder = tmp_path / "placeholder_labels"
+    model = AutoModelForSequenceClassification.from_pretrained(stand_in_classifier_dir)
+    model.config.id2label, model.config.label2id = {0: "LABEL_0", 1: "LABEL_1"}, {"LABEL_0": 0, "LABEL_1": 1}
+    model.save_pretrained(placeholder)
+    from rlhf_helpers.models import load_tokenizer
+
+    load_tokenizer(stand_in_classifier_dir).save_pretrained(placeholder)
+    with pytest.raises(ValueError, match="placeholder_labels.*positive class"):
+        SentimentReward(placeholder)
+    prompts = _write_prompts(tmp_path / "prompts.jsonl")
+    cmd = [sys.executable, "-m", "rlhf_helpers", "ppo", "--policy", str(stand_in_lm_dir), "--reward",
+           str(stand_in_lm_dir), "--prompts", str(prompts), "--steps", "1", "--out", str(tmp_path / "o")]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "not a trained classifier" in res.stderr and not (tmp_path / "o").exists()
+
+
+def test_cli_defaults_are_the_presets_tuned_settings(stand_in_lm_dir, stand_in_classifier_dir, tmp_path):
+    from rlhf_helpers.config import get_preset
+
+    prompts = _write_prompts(tmp_path / "prompts.jsonl")
+    cmd = [sys.executable, "-m", "rlhf_helpers", "ppo", "--policy", str(stand_in_lm_dir), "--reward",
+           str(stand_in_classifier_dir), "--prompts", str(prompts), "--steps", "1", "--batch-size", "4",
+           "--min-len", "2", "--max-len", "3", "--out", str(tmp_path / "o")]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    line = next(l for l in res.stdout.splitlines() if l.startswith("[ppo] settings"))
+    used = json.loads(line.split(": ", 1)[1])
+    tuned = get_preset("tiny").ppo
+    assert used["learning_rate"] == tuned.learning_rate and used["init_kl_coef"] == tuned.init_kl_coef
+    assert used["kl_target"] == tuned.kl_target and used["ppo_epochs"] == tuned.ppo_epochs
+    assert used["batch_size"] == 4
