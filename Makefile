@@ -8,7 +8,19 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: venv run test bench clean-artifacts
 
+# Notebooks reach git without outputs: nbstripout is the git filter named in .gitattributes, so a
+# learner's executed notebooks keep their outputs in the working copy while `git status`, `git diff`
+# and commits see them stripped. (Idempotent: `git config` overwrites; skipped outside a git checkout.)
+NBSTRIPOUT_ARGS := --keep-id
+NBSTRIPOUT_EXTRA_KEYS := metadata.language_info.version metadata.language_info.codemirror_mode metadata.language_info.file_extension metadata.language_info.mimetype metadata.language_info.nbconvert_exporter metadata.language_info.pygments_lexer
+
 venv: $(STAMP)
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	  git config filter.nbstripout.clean '$(BIN)/python -m nbstripout $(NBSTRIPOUT_ARGS)' && \
+	  git config filter.nbstripout.smudge cat && \
+	  git config filter.nbstripout.extrakeys '$(NBSTRIPOUT_EXTRA_KEYS)' && \
+	  git config diff.ipynb.textconv '$(BIN)/python -m nbstripout $(NBSTRIPOUT_ARGS) -t'; \
+	fi
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version.split()[0]'
