@@ -85,3 +85,70 @@ def ensure_dpo(preset: Preset | None = None, force: bool = False, beta: float | 
     """Folder of the DPO policy (for ``beta``; the preset's beta by default)."""
     preset = preset or get_preset()
     return ensure(preset, dpo_stage_name(preset, beta), lambda: train_dpo(preset, beta=beta), force=force)
+
+
+# --------------------------------------------------------------------------------------------
+# DPO by hand: the loss of one real batch in plain PyTorch, checked against what TRL logs
+# --------------------------------------------------------------------------------------------
+def completion_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     completion_mask: torch.Tensor) -> torch.Tensor:
+    """log p(completion | prompt) per sequence: the sum of log p(token | all before it) over completion tokens.
+
+    Position t's logits predict token t + 1, so the logits are shifted one step left of the tokens; prompt and
+    padding positions are masked out by ``completion_mask`` (1 on completion tokens).
+    """
+    device = next(model.parameters()).device
+    logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                   use_cache=False).logits[:, :-1].float()
+    targets = input_ids[:, 1:].to(device)
+    token_logps = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return (token_logps * completion_mask[:, 1:].to(device)).sum(dim=1).cpu()
+
+
+@torch.no_grad()
+def dpo_loss_by_hand(policy, reference, batch: dict, beta: float) -> dict[str, torch.Tensor]:
+    """The DPO loss of one batch as TRL's collator builds it (chosen sequences first, then rejected).
+
+    ``batch`` holds ``input_ids``, ``attention_mask`` and ``completion_mask``. Returns the four log-probabilities
+    per pair, the implicit rewards beta * (log pi - log pi_ref), their margins, and the mean loss
+    -log sigmoid(margin).
+    """
+    policy.eval()
+    reference.eval()
+    args = (batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    chosen, rejected = completion_logps(policy, *args).chunk(2)
+    ref_chosen, ref_rejected = completion_logps(reference, *args).chunk(2)
+    reward_chosen, reward_rejected = beta * (chosen - ref_chosen), beta * (rejected - ref_rejected)
+    margins = reward_chosen - reward_rejected
+    return {"chosen_logps": chosen, "rejected_logps": rejected, "ref_chosen_logps": ref_chosen,
+            "ref_rejected_logps": ref_rejected, "rewards/chosen": reward_chosen, "rewards/rejected": reward_rejected,
+            "margins": margins, "loss": -torch.nn.functional.logsigmoid(margins).mean()}
+
+
+def dpo_batch_check(policy_path: str | Path, reference_path: str | Path, pairs, beta: float,
+                    preset: Preset | None = None, output_dir: str | Path | None = None) -> dict:
+    """Let TRL's ``DPOTrainer`` log the loss of exactly one batch, and compute that batch's loss by hand.
+
+    ``pairs`` (``prompt``, ``chosen``, ``rejected``) become one batch; TRL takes one logged step with learning
+    rate 0, so the policy does not change. Returns ``trl_loss`` (what TRL logged), ``trl_log`` (the whole log
+    entry), ``by_hand`` (:func:`dpo_loss_by_hand`) and the ``batch`` itself.
+    """
+    import tempfile
+
+    from trl import DPOConfig, DPOTrainer
+
+    preset = preset or get_preset()
+    policy, tok = load_pretrained(policy_path)
+    reference, _ = load_pretrained(reference_path)
+    pairs = pairs.select_columns(["prompt", "chosen", "rejected"])
+    output_dir = output_dir or tempfile.mkdtemp(prefix="dpo-check-")
+    defaults = {**trainer_defaults(preset), "bf16": False}  # fp32 on every device: compared to the digit
+    args = DPOConfig(output_dir=str(output_dir), beta=beta, max_steps=1, learning_rate=0.0, logging_steps=1,
+                     per_device_train_batch_size=len(pairs), max_length=64, save_strategy="no", **defaults)
+    trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=pairs, processing_class=tok)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.train()
+    trl_log = next(e for e in trainer.state.log_history if "loss" in e)
+    batch = {k: batch[k].cpu() for k in ("input_ids", "attention_mask", "completion_mask")}
+    return {"trl_loss": float(trl_log["loss"]), "trl_log": trl_log, "batch": batch,
+            "by_hand": dpo_loss_by_hand(trainer.model, trainer.ref_model, batch, beta)}
