@@ -226,6 +226,21 @@ class PolicyWithValueHead(nn.Module):
         return out.logits, values
 
 
+def shift_eos_logit(lm: nn.Module, eos_id: int, shift: float) -> nn.Module:
+    """A copy of ``lm`` that differs from it only by ``+shift`` on the EOS logit (an untied output layer
+    with a bias): the smallest policy change that shows why sampling must match scoring."""
+    new = copy.deepcopy(lm)
+    old_head = new.get_output_embeddings()
+    head = nn.Linear(old_head.in_features, old_head.out_features, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(old_head.weight)
+        head.bias.zero_()
+        head.bias[eos_id] = shift
+    new.config.tie_word_embeddings = False
+    new.set_output_embeddings(head)
+    return new
+
+
 def query_response_batch(queries: Sequence[torch.Tensor], responses: Sequence[torch.Tensor], pad_id: int):
     """``[pad..pad query | response pad..pad]``: left-padded queries, right-padded responses.
 
@@ -593,9 +608,11 @@ def train_ppo(policy_path: str | Path, reward, prompts: Sequence[str], config: P
         t_gen = time.time() - t0
         texts = tokenizer.batch_decode([torch.cat([q, r]) for q, r in zip(queries, responses)],
                                        skip_special_tokens=True)
+        t1 = time.time()
         scores = reward(texts)
+        t_score = time.time() - t1
         stats = trainer.step(queries, responses, scores)
-        stats["time_generate_s"] = t_gen
+        stats["time_generate_s"], stats["time_score_s"] = t_gen, t_score
         stats["time_step_s"] = time.time() - t0
         history.append(stats)
         if acc.is_main_process:

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from rlhf_helpers.ppo import (AdaptiveKLController, PPOConfig, PPOTrainer, clipped_policy_loss, gae_advantages,
+from rlhf_helpers.ppo import (AdaptiveKLController, shift_eos_logit, PPOConfig, PPOTrainer, clipped_policy_loss, gae_advantages,
                               masked_mean, query_response_batch, whiten)
 
 
@@ -231,22 +231,6 @@ def test_dpo_rejects_non_positive_beta():
 # ---------------------------------------------------------------------------------------------
 # Sample what you score (issue: PPO that samples exactly what it scores)
 # ---------------------------------------------------------------------------------------------
-def _eos_shifted(lm, eos_id: int, shift: float):
-    """A copy of ``lm`` whose only difference is +``shift`` on the EOS logit (an untied head with a bias)."""
-    import copy
-
-    import torch.nn as nn
-
-    pol = copy.deepcopy(lm)
-    head = nn.Linear(pol.lm_head.in_features, pol.lm_head.out_features, bias=True)
-    with torch.no_grad():
-        head.weight.copy_(pol.lm_head.weight)
-        head.bias.zero_()
-        head.bias[eos_id] = shift
-    pol.lm_head = head
-    return pol
-
-
 def _mixed_batch(tok, n=8):
     texts = ["This movie", "I watched it and", "Bad", "The actors in this film were", "A", "Great fun", "Why",
              "It is a long story about"]
@@ -294,7 +278,7 @@ def test_eos_logit_difference_never_gives_negative_kl(stand_in_lm_dir):
 
     tok = load_tokenizer(stand_in_lm_dir)
     ref = load_causal_lm(stand_in_lm_dir)
-    policy = _eos_shifted(ref, tok.eos_token_id, 3.0)
+    policy = shift_eos_logit(ref, tok.eos_token_id, 3.0)
     cfg = PPOConfig(batch_size=64, mini_batch_size=64, ppo_epochs=1, learning_rate=1e-9, seed=0, adaptive_kl=False)
     trainer = PPOTrainer(cfg, policy, tok, ref_model=ref)
     queries = _mixed_batch(tok, 64)
