@@ -90,13 +90,28 @@ def repetition_rate(texts: Sequence[str]) -> float:
     return float(np.mean(rates)) if rates else 0.0
 
 
+def judge_scores(judge, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(score, positive)`` per text from a ``SentimentReward``-like judge: its POSITIVE logit, and whether
+    POSITIVE is its top label."""
+    logits = judge.all_logits(list(texts))
+    score = np.array([row[judge.label] for row in logits], dtype=float)
+    positive = np.array([max(row, key=row.get) == judge.label for row in logits], dtype=bool)
+    return score, positive
+
+
 def evaluate_policies(models: Mapping[str, object], reward, ref, prompts: Sequence[str], min_len: int,
-                      max_len: int, seed: int = 0, batch_size: int = 64) -> tuple[pd.DataFrame, pd.DataFrame]:
+                      max_len: int, seed: int = 0, batch_size: int = 64,
+                      judges: Mapping[str, object] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Evaluate several policies side by side on the same prompts, lengths and seed.
 
     ``models`` maps a name to a folder or a ``(model, tokenizer)`` pair; ``ref`` is the reference
     (usually the SFT policy) in the same form. Returns ``(summary, samples)`` DataFrames.
+    ``judges`` (optional) maps a short name to further ``SentimentReward``-like scorers (e.g. the second
+    judge, ``{"judge2": second_judge_reward(preset)}``) that grade the *same* texts: each adds the summary
+    columns ``reward_<name>`` and ``positive_fraction_<name>`` and the sample columns ``reward_<name>`` and
+    ``positive_<name>``.
     """
+    judges = dict(judges or {})
     ref_model, _ = load_policy(ref)
     rows, samples = [], []
     for name, m in models.items():
@@ -108,13 +123,20 @@ def evaluate_policies(models: Mapping[str, object], reward, ref, prompts: Sequen
         responses = generate_responses(model, tok, queries, lengths, batch_size=batch_size)
         texts = tok.batch_decode(responses, skip_special_tokens=True)
         full = [p + r for p, r in zip(prompts, texts)]
-        logits = reward.all_logits(full)
-        score = np.array([row[reward.label] for row in logits])
-        positive = np.array([max(row, key=row.get) == reward.label for row in logits])
+        score, positive = judge_scores(reward, full)
         kl = sequence_kl(model, ref_model, queries, responses, tok.pad_token_id).numpy()
-        rows.append({"model": name, "reward": score.mean(), "reward_std": score.std(),
-                     "positive_fraction": positive.mean(), "kl": kl.mean(), "distinct_2": distinct_n(texts, 2),
-                     "repetition": repetition_rate(texts), "n": len(prompts)})
-        samples.extend({"model": name, "prompt": p, "response": r, "reward": s, "positive": bool(pz), "kl": k}
-                       for p, r, s, pz, k in zip(prompts, texts, score, positive, kl))
+        row = {"model": name, "reward": score.mean(), "reward_std": score.std(),
+               "positive_fraction": positive.mean(), "kl": kl.mean(), "distinct_2": distinct_n(texts, 2),
+               "repetition": repetition_rate(texts), "n": len(prompts)}
+        extra = {}
+        for jname, judge in judges.items():
+            extra[jname] = judge_scores(judge, full)
+            row[f"reward_{jname}"] = extra[jname][0].mean()
+            row[f"positive_fraction_{jname}"] = extra[jname][1].mean()
+        rows.append(row)
+        for i, (p, r, s, pz, k) in enumerate(zip(prompts, texts, score, positive, kl)):
+            sample = {"model": name, "prompt": p, "response": r, "reward": s, "positive": bool(pz), "kl": k}
+            for jname, (js, jp) in extra.items():
+                sample[f"reward_{jname}"], sample[f"positive_{jname}"] = js[i], bool(jp[i])
+            samples.append(sample)
     return pd.DataFrame(rows).set_index("model"), pd.DataFrame(samples)

@@ -344,15 +344,32 @@ def frontier_policies(preset: Preset | None = None, dpo_betas: Sequence[float] =
     return out
 
 
-def frontier_points(summary: pd.DataFrame, curve: pd.DataFrame | None = None) -> pd.DataFrame:
+def frontier_points(summary: pd.DataFrame, curve: pd.DataFrame | None = None, reward: str = "reward") -> pd.DataFrame:
     """``method``/``point``/``kl``/``reward`` rows for ``plot_reward_vs_kl``: the policies evaluated by
-    ``evaluate_policies`` (names ``"<method> <point>"``) plus the best-of-n curve (analytic KL)."""
+    ``evaluate_policies`` (names ``"<method> <point>"``, their ``reward`` column: e.g. ``"reward_judge2"`` for
+    the second judge) plus the best-of-n curve (analytic KL; its ``reward`` graded by the same judge)."""
     rows = [{"method": name.split(" ", 1)[0], "point": name.split(" ", 1)[1] if " " in name else "",
-             "kl": r["kl"], "reward": r["reward"]} for name, r in summary.iterrows()]
+             "kl": r["kl"], "reward": r[reward]} for name, r in summary.iterrows()]
     if curve is not None:
         rows += [{"method": "best-of-n", "point": f"n={int(r['n'])}", "kl": r["kl"], "reward": r["reward"]}
                  for _, r in curve.iterrows()]
     return pd.DataFrame(rows)
+
+
+def judge_gap(summary: pd.DataFrame, judge: str = "judge2", baseline: str = "SFT",
+              names: tuple[str, str] = ("IMDB judge", "RT judge")) -> pd.DataFrame:
+    """Each policy's positive fraction under the judge it was trained against (``positive_fraction``) and under
+    an independent one (``positive_fraction_<judge>``), the gain of each over ``baseline`` in percentage points,
+    and ``kept``: the share of the first gain that the independent judge confirms (NaN without a first gain)."""
+    col = f"positive_fraction_{judge}"
+    if col not in summary:
+        raise KeyError(f"{col!r} is not in the summary: pass judges={{{judge!r}: ...}} to evaluate_policies")
+    first, second = 100 * summary["positive_fraction"], 100 * summary[col]
+    gain1, gain2 = first - first[baseline], second - second[baseline]
+    kept = (gain2 / gain1).where(gain1 > 0)
+    return pd.DataFrame({f"% positive, {names[0]}": first, f"% positive, {names[1]}": second,
+                         f"gain, {names[0]}": gain1, f"gain, {names[1]}": gain2, "kept": kept,
+                         "kl": summary["kl"]})
 
 
 # --------------------------------------------------------------------------------------------
