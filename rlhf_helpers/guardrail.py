@@ -171,7 +171,8 @@ def best_of_n(model, tokenizer, prompt_or_prompts: str | Sequence[str], n: int, 
 
 
 def best_of_n_kl(n: int | np.ndarray) -> float | np.ndarray:
-    """KL(best-of-n || base) = log n - (n - 1) / n nats: the analytic value (an upper bound when answers tie)."""
+    """log n - (n - 1) / n nats: the usual formula for KL(best-of-n || base), which is an *upper bound* on it
+    (Beirami et al., 2024), close when no answer is likely to be drawn twice."""
     n = np.asarray(n, dtype=float)
     if np.any(n < 1):
         raise ValueError("n must be >= 1")
@@ -185,7 +186,7 @@ def best_of_n_curve(judge_scores, true_scores, ns: Sequence[int]) -> pd.DataFram
 
     ``judge_scores`` and ``true_scores`` are (prompts x candidates) arrays. Returns one row per n with the
     judge's score of its pick, the true reward of that pick, the true reward of the truly best of the
-    first n (``oracle``: a perfect judge) and the analytic KL.
+    first n (``oracle``: a perfect judge) and the KL bound ``best_of_n_kl(n)``.
     """
     j, t = np.asarray(judge_scores, dtype=float), np.asarray(true_scores, dtype=float)
     if j.shape != t.shape or j.ndim != 2:
@@ -347,13 +348,25 @@ def frontier_policies(preset: Preset | None = None, dpo_betas: Sequence[float] =
 def frontier_points(summary: pd.DataFrame, curve: pd.DataFrame | None = None, reward: str = "reward") -> pd.DataFrame:
     """``method``/``point``/``kl``/``reward`` rows for ``plot_reward_vs_kl``: the policies evaluated by
     ``evaluate_policies`` (names ``"<method> <point>"``, their ``reward`` column: e.g. ``"reward_judge2"`` for
-    the second judge) plus the best-of-n curve (analytic KL; its ``reward`` graded by the same judge)."""
+    the second judge) plus the best-of-n curve (at its KL bound; its ``reward`` graded by the same judge)."""
     rows = [{"method": name.split(" ", 1)[0], "point": name.split(" ", 1)[1] if " " in name else "",
              "kl": r["kl"], "reward": r[reward]} for name, r in summary.iterrows()]
     if curve is not None:
         rows += [{"method": "best-of-n", "point": f"n={int(r['n'])}", "kl": r["kl"], "reward": r["reward"]}
                  for _, r in curve.iterrows()]
     return pd.DataFrame(rows)
+
+
+def dominated_by(points: pd.DataFrame, baseline: str = "best-of-n") -> pd.DataFrame:
+    """For each trained policy in ``frontier_points`` rows: its KL and reward, and the ``baseline`` points (e.g.
+    best-of-n's ``n=8``) that reach at least its reward at no more KL, i.e. dominate it on the frontier."""
+    base = points[points["method"] == baseline]
+    rows = []
+    for _, p in points[~points["method"].isin([baseline, "SFT"])].iterrows():
+        better = base[(base["kl"] <= p["kl"]) & (base["reward"] >= p["reward"])]
+        rows.append({"policy": f"{p['method']} {p['point']}".strip(), "kl": p["kl"], "reward": p["reward"],
+                     f"dominated by {baseline}": ", ".join(better["point"]) or "-"})
+    return pd.DataFrame(rows).set_index("policy")
 
 
 def judge_gap(summary: pd.DataFrame, judge: str = "judge2", baseline: str = "SFT",

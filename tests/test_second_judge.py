@@ -92,3 +92,14 @@ def test_judge_gap_and_second_judge_frontier():
         judge_gap(summary.drop(columns="positive_fraction_judge2"))
     points = frontier_points(summary, reward="reward_judge2")
     assert points["reward"].tolist() == [0.2, 0.3, 0.1] and points["method"].tolist() == ["SFT", "PPO", "DPO"]
+
+
+def test_dominated_by_lists_the_best_of_n_points_that_beat_a_policy():
+    from rlhf_helpers.guardrail import dominated_by
+
+    points = pd.DataFrame({"method": ["SFT", "GRPO", "PPO", "best-of-n", "best-of-n"],
+                           "point": ["", "", "final", "n=1", "n=16"],
+                           "kl": [0.0, 3.5, 5.0, 0.0, 1.8], "reward": [0.2, 1.2, 1.6, 0.2, 1.3]})
+    table = dominated_by(points)
+    assert list(table.index) == ["GRPO", "PPO final"]
+    assert table.loc["GRPO", "dominated by best-of-n"] == "n=16" and table.loc["PPO final", "dominated by best-of-n"] == "-"
