@@ -2,12 +2,23 @@
 
 One module per notebook (sft, reward, ppo, dpo, grpo, guardrail) plus shared config, data, models,
 generation, evaluation, plots and widgets. Import explicitly, e.g. ``from rlhf_helpers.ppo import PPOTrainer``.
+
+Importing the package itself loads nothing heavy (no torch, datasets or transformers), so the command line's
+``--help``, ``presets`` and an unknown preset answer at once; the modules that load data or models call
+:func:`quiet_libraries` themselves.
 """
 __version__ = "0.1.0"
 
+_QUIETED = False
 
-def _quiet_libraries() -> None:
-    """Hide the per-file 'Loading weights' / 'Map' bars; training progress bars stay."""
+
+def quiet_libraries() -> None:
+    """Hide the per-file 'Loading weights' / 'Map' bars and the library chatter a learner need not read;
+    training progress bars stay. Idempotent; called where data or models load, not at import."""
+    global _QUIETED
+    if _QUIETED:
+        return
+    _QUIETED = True
     try:
         import datasets
         from transformers.utils import logging as hf_logging
@@ -17,6 +28,6 @@ def _quiet_libraries() -> None:
         hf_logging.set_verbosity_error()
     except Exception:  # pragma: no cover - optional niceties
         pass
+    from .models import silence_known_noise
 
-
-_quiet_libraries()
+    silence_known_noise()

@@ -161,6 +161,9 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from .config import get_preset
+
+    get_preset(args.preset)  # an unknown preset fails here, before nbformat/nbconvert load
     from .notebooks import run_notebooks
 
     run_notebooks(args.preset, only=args.only)

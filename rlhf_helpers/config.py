@@ -10,9 +10,10 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+if TYPE_CHECKING:  # torch and numpy load only when a function needs them: `--help` and `presets` stay fast
+    import torch
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class SFTSettings:
     warmup_steps: int = 30
     eval_reviews: int = 500
     save_steps: int = 100
+    packing: bool = False  # concatenate reviews into full rows (no padding, no discarded tails)
+    eval_max_length: int = 64  # held-out perplexity always on the first 64 tokens: comparable across settings
 
 
 @dataclass(frozen=True)
@@ -228,8 +231,10 @@ def artifacts_home() -> Path:
     return Path(home).expanduser().resolve() if home else project_root() / "artifacts"
 
 
-def pick_device(verbose: bool = True) -> torch.device:
+def pick_device(verbose: bool = True) -> "torch.device":
     """cuda, then mps, then cpu; printed so a learner knows what ran."""
+    import torch
+
     if torch.cuda.is_available():
         dev = torch.device("cuda")
     elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -243,6 +248,9 @@ def pick_device(verbose: bool = True) -> torch.device:
 
 def set_seed(seed: int = 0) -> None:
     """Seed Python, NumPy and PyTorch so the same seed gives the same numbers on a CPU."""
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -11,7 +11,10 @@ from typing import Sequence
 import numpy as np
 from datasets import Dataset, DatasetDict
 
+from . import quiet_libraries
 from .config import Preset, get_preset
+
+quiet_libraries()  # no 'Map'/'Filter' bars for every small dataset operation
 
 _BR = re.compile(r"<br\s*/?>", flags=re.IGNORECASE)
 _SPACES = re.compile(r"[ \t]+")

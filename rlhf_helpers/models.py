@@ -82,14 +82,60 @@ def save_artifact(preset: Preset, stage: str, save_fn: Callable[[Path], None], m
     return final
 
 
+def silence_known_noise() -> None:
+    """Hide the library output a learner would otherwise have to learn to ignore, and nothing else.
+
+    - transformers' FutureWarnings about the ``gradient_checkpointing_*`` aliases (TRL still calls them);
+    - the per-step log dicts (``{'loss': '6.17', 'grad_norm': ...}``) that the trainers' console progress
+      callback prints under the bar: the numbers stay in ``trainer.state.log_history`` (the notebooks plot them).
+      Set ``RLHF_TRAIN_LOGS=1`` to print them again.
+    Every other warning still shows.
+    """
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning,
+                            message=r".*(gradient_checkpointing_enable|gradient_checkpointing_disable|"
+                                    r"is_gradient_checkpointing)` is deprecated")
+    if os.environ.get("RLHF_TRAIN_LOGS") == "1":
+        return
+    import transformers.trainer as hf_trainer
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class QuietProgressCallback(ProgressCallback):
+        """The progress bar without the log dict written under it at every logging step."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    class QuietPrinterCallback(PrinterCallback):
+        """What ``disable_tqdm=True`` gets: no per-step dicts either (they stay in the log history)."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    if hf_trainer.DEFAULT_PROGRESS_CALLBACK is ProgressCallback:
+        hf_trainer.DEFAULT_PROGRESS_CALLBACK = QuietProgressCallback
+    if hf_trainer.PrinterCallback is PrinterCallback:
+        hf_trainer.PrinterCallback = QuietPrinterCallback
+
+
 def trainer_defaults(preset: Preset) -> dict[str, Any]:
     """Settings every transformers/TRL trainer here shares: seeded, no loggers, one checkpoint kept,
-    bf16 only on a GPU (TRL would otherwise turn it on on a CPU too)."""
+    bf16 only on a GPU (TRL would otherwise turn it on on a CPU too), no gradient checkpointing, and the
+    known-harmless library noise silenced (:func:`silence_known_noise`)."""
     import torch
+
+    from . import quiet_libraries
+
+    quiet_libraries()
+    silence_known_noise()
 
     return {"save_total_limit": 1, "report_to": "none", "seed": preset.seed, "data_seed": preset.seed,
             "use_cpu": not torch.cuda.is_available(), "bf16": torch.cuda.is_available(),
-            "dataloader_num_workers": 0}
+            "dataloader_num_workers": 0,
+            # TRL turns gradient checkpointing on by default: it recomputes every activation in the backward
+            # pass (about a third more compute) to save memory these small models never run short of
+            "gradient_checkpointing": False}
 
 
 def save_model_artifact(preset: Preset, stage: str, model, tokenizer, meta: dict[str, Any]) -> Path:
@@ -158,6 +204,10 @@ def _wrap_load_error(what: str, path: str | Path, err: Exception) -> ArtifactErr
 def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
+    from . import quiet_libraries
+
+    quiet_libraries()
+
     try:
         tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     except Exception as err:
@@ -170,6 +220,10 @@ def load_tokenizer(path: str | Path):
 def load_causal_lm(path: str | Path, **kwargs):
     """A causal LM from a folder or hub name: safetensors only, never remote code."""
     from transformers import AutoModelForCausalLM
+
+    from . import quiet_libraries
+
+    quiet_libraries()
 
     try:
         return AutoModelForCausalLM.from_pretrained(str(path), use_safetensors=True, trust_remote_code=False,
@@ -191,6 +245,9 @@ def load_classifier(path: str | Path, **kwargs):
     """
     from transformers import AutoModelForSequenceClassification
 
+    from . import quiet_libraries
+
+    quiet_libraries()
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
             str(path), use_safetensors=True, trust_remote_code=False, output_loading_info=True, **kwargs)

@@ -86,7 +86,7 @@ def train_sft(preset: Preset | None = None, resume: bool = True) -> Path:
         output_dir=str(ckpts), max_steps=s.max_steps, per_device_train_batch_size=s.batch_size,
         learning_rate=s.learning_rate, lr_scheduler_type="cosine", warmup_steps=s.warmup_steps,
         max_length=s.max_length, logging_steps=max(1, min(10, s.max_steps // 10)), save_steps=s.save_steps,
-        disable_tqdm=False, save_only_model=False, **trainer_defaults(preset),
+        packing=s.packing, disable_tqdm=False, save_only_model=False, **trainer_defaults(preset),
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
     resume_from = last_checkpoint(ckpts) if resume else None
@@ -97,7 +97,7 @@ def train_sft(preset: Preset | None = None, resume: bool = True) -> Path:
     seconds = time.time() - t0
     model = trainer.model
     held_out = imdb["test"]["text"][: s.eval_reviews]
-    ppl = perplexity(model, tokenizer, held_out, max_length=s.max_length)
+    ppl = perplexity(model, tokenizer, held_out, max_length=s.eval_max_length)
     meta = {
         "settings": s.__dict__, "base": preset.policy_model, "tokenizer": tokenizer_fingerprint(tokenizer),
         "metrics": {"held_out_perplexity": ppl, "train_seconds": round(seconds, 1),

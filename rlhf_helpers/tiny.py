@@ -6,7 +6,10 @@ from typing import Iterable
 
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from . import quiet_libraries
 from .config import ModelSizes
+
+quiet_libraries()
 
 EOS = "<|endoftext|>"
 
