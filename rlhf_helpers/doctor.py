@@ -43,9 +43,9 @@ INSTALL_FIX = "run `make venv` (no make: `python -m pip install -r requirements.
 # --------------------------------------------------------------------------------------------
 def notebook_dpo_betas(preset) -> list[float]:
     """The DPO betas the notebooks load: notebook 04's sweep (β/2, β, 5β around the preset's β) and
-    notebook 06's reward–KL frontier (0.05, 0.1, 0.5). The preset's own β comes first."""
+    notebook 06's reward–KL frontier (0.05, β, 0.5). The preset's own β comes first."""
     b = preset.dpo.beta
-    others = sorted({b / 2, b * 5, 0.05, 0.1, 0.5} - {b})
+    others = sorted({b / 2, b * 5, 0.05, 0.5} - {b})
     return [b, *others]
 
 
@@ -57,8 +57,8 @@ def dpo_stage_name(preset, beta: float | None) -> str:
 def artifact_plan(preset) -> list[tuple[str, Callable[..., object]]]:
     """``(stage folder name, builder(force=False))`` for every artifact of ``preset``, in dependency order.
 
-    Covers what notebooks 00-06 load, so that after ``build all`` each notebook only loads (notebook 03's
-    hand-written PPO loop still trains live: it is the lesson). Hub models (``gpt2`` preset) are not
+    Covers what notebooks 00-06 load (including the DPO β sweep, PPO's snapshots for the frontier and the
+    second judge), so that after ``build all`` each notebook only loads. Hub models (``gpt2`` preset) are not
     artifacts: no tokenizer/classifier stage there."""
     def lazy(module: str, func: str, **kw) -> Callable[..., object]:
         def build(force: bool = False):
@@ -78,7 +78,8 @@ def artifact_plan(preset) -> list[tuple[str, Callable[..., object]]]:
              ("ppo", lazy("ppo", "ensure_ppo")), ("dpo_pairs", lazy("dpo", "ensure_dpo_pairs"))]
     for beta in notebook_dpo_betas(preset):
         plan.append((dpo_stage_name(preset, beta), lazy("dpo", "ensure_dpo", beta=beta)))
-    plan += [("grpo", lazy("grpo", "ensure_grpo")), ("rloo", lazy("grpo", "ensure_rloo"))]
+    plan += [("grpo", lazy("grpo", "ensure_grpo")), ("rloo", lazy("grpo", "ensure_rloo")),
+             ("judge2", lazy("reward", "ensure_second_judge"))]
     return plan
 
 
@@ -112,7 +113,7 @@ def check_python(version: Sequence[int] | None = None) -> Finding:
         need = ".".join(map(str, MIN_PYTHON))
         return Finding("FAIL", "python", f"Python {shown} ({sys.executable}); the series needs {need} or newer",
                        f"install Python {need}+ (python.org, or `conda create -n rlhf python=3.12`), then "
-                       f"recreate the environment with it (`rm -rf .venv && make venv PYTHON=python3.12`)")
+                       f"recreate the environment with it (`rm -rf .venv && make venv PYTHON=python3.11` or newer)")
     return Finding("ok", "python", f"{shown} ({sys.executable})")
 
 

@@ -146,14 +146,15 @@ def test_plan_covers_what_the_notebooks_load():
             assert doctor.dpo_stage_name(preset, beta) == dpo_stage_name(preset, beta)
         src = {nb: "\n".join(c.source for c in nbformat.read(ROOT / "notebooks" / nb, 4).cells if c.cell_type == "code")
                for nb in ("04_dpo.ipynb", "06_guardrail.ipynb")}
-        sweep = re.search(r"betas = sorted\(\{([^}]*)\}\)", src["04_dpo.ipynb"])
-        frontier = re.search(r"dpo_betas=\(([^)]*)\)", src["06_guardrail.ipynb"])
-        assert sweep and frontier, "notebook 04/06 changed how they pick DPO betas: update doctor.notebook_dpo_betas"
-        betas = eval(f"[{sweep.group(1)}]", {"__builtins__": {}}, {"preset": preset})  # noqa: S307 - our notebook
-        betas += [float(b) for b in frontier.group(1).split(",") if b.strip()]
+        betas = []
+        for nb, code in src.items():  # e.g. `betas = sorted({preset.dpo.beta / 2, ...})`, `dpo_betas=(0.05, 0.5)`
+            found = re.findall(r"betas\s*=\s*[\w.(]*?\{([^}]*)\}", code) + re.findall(r"dpo_betas=\(([^)]*)\)", code)
+            assert found, f"{nb} changed how it picks DPO betas: update doctor.notebook_dpo_betas and this test"
+            for expr in found:
+                betas += eval(f"[{expr}]", {"__builtins__": {}}, {"preset": preset})  # noqa: S307 - our notebooks
         for b in betas:
-            assert dpo_stage_name(preset, b) in names
-        expected = {"sft", "pairs", "reward_model", "ppo", "dpo_pairs", "dpo", "grpo", "rloo"}
+            assert dpo_stage_name(preset, b) in names, (name, b)
+        expected = {"sft", "pairs", "reward_model", "ppo", "dpo_pairs", "dpo", "grpo", "rloo", "judge2"}
         assert expected <= set(names)
         assert ("tokenizer" in names) == ("classifier" in names) == (preset.policy_model == "tiny")
 
