@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--packing", action="store_true")
+    ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--tokenizer-from", default=None, help="an RLHF_HOME whose tiny tokenizer is reused")
     ap.add_argument("--log", default=str(Path(__file__).parent / "results" / "sft_shapes.jsonl"))
     ap.add_argument("--note", default="")
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(src, dst)
     shutil.rmtree(home / "tiny" / "sft", ignore_errors=True)
-    sizes = ModelSizes(n_embd=a.n_embd, n_layer=a.n_layer, n_head=a.n_head)
+    sizes = ModelSizes(n_embd=a.n_embd, n_layer=a.n_layer, n_head=a.n_head, dropout=a.dropout)
     sft = SFTSettings(max_length=a.max_length, max_steps=a.steps, batch_size=a.batch, learning_rate=a.lr,
                       warmup_steps=a.warmup, packing=a.packing, save_steps=10_000)
     preset = TINY.replace(sizes=sizes, sft=sft)
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     n_params = sum(p.numel() for p in load_causal_lm(path).parameters())
     row = {"shape": f"d{a.n_embd} L{a.n_layer} h{a.n_head}", "params_M": round(n_params / 1e6, 2),
-           "steps": a.steps, "batch": a.batch, "max_length": a.max_length, "packing": a.packing, "lr": a.lr,
+           "steps": a.steps, "batch": a.batch, "max_length": a.max_length, "packing": a.packing, "dropout": a.dropout, "lr": a.lr,
            "warmup": a.warmup, "tokens_M": round(a.steps * a.batch * a.max_length / 1e6, 2),
            "train_seconds": meta["metrics"]["train_seconds"], "stage_wall_s": round(wall, 1),
            "stage_cpu_s": round(cpu, 1), "threads": torch.get_num_threads(),

@@ -26,6 +26,7 @@ class ModelSizes:
     n_layer: int = 4
     n_head: int = 4
     tokenizer_train_texts: int = 25_000
+    dropout: float = 0.1  # GPT-2's resid/embd/attn dropout
 
 
 @dataclass(frozen=True)

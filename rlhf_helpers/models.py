@@ -85,7 +85,7 @@ def save_artifact(preset: Preset, stage: str, save_fn: Callable[[Path], None], m
 def silence_known_noise() -> None:
     """Hide the library output a learner would otherwise have to learn to ignore, and nothing else.
 
-    - transformers' FutureWarnings about the ``gradient_checkpointing_*`` aliases (TRL still calls them);
+    - transformers' FutureWarnings about the deprecated ``gradient_checkpointing*`` names (TRL still uses them);
     - the per-step log dicts (``{'loss': '6.17', 'grad_norm': ...}``) that the trainers' console progress
       callback prints under the bar: the numbers stay in ``trainer.state.log_history`` (the notebooks plot them).
       Set ``RLHF_TRAIN_LOGS=1`` to print them again.
@@ -94,8 +94,7 @@ def silence_known_noise() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning,
-                            message=r".*(gradient_checkpointing_enable|gradient_checkpointing_disable|"
-                                    r"is_gradient_checkpointing)` is deprecated")
+                            message=r".*gradient_checkpointing(_kwargs|_enable|_disable)?` is deprecated")
     if os.environ.get("RLHF_TRAIN_LOGS") == "1":
         return
     import transformers.trainer as hf_trainer
@@ -133,9 +132,10 @@ def trainer_defaults(preset: Preset) -> dict[str, Any]:
     return {"save_total_limit": 1, "report_to": "none", "seed": preset.seed, "data_seed": preset.seed,
             "use_cpu": not torch.cuda.is_available(), "bf16": torch.cuda.is_available(),
             "dataloader_num_workers": 0,
-            # TRL turns gradient checkpointing on by default: it recomputes every activation in the backward
-            # pass (about a third more compute) to save memory these small models never run short of
-            "gradient_checkpointing": False}
+            # TRL turns gradient (activation) checkpointing on by default, via the deprecated name, which also
+            # printed a FutureWarning per trainer: it recomputes every activation in the backward pass (about a
+            # third more compute) to save memory these small models never run short of
+            "activation_checkpointing": False}
 
 
 def save_model_artifact(preset: Preset, stage: str, model, tokenizer, meta: dict[str, Any]) -> Path:
