@@ -171,9 +171,11 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    """Training time and headline metric of every built stage, then the held-out comparison."""
+    """Training time and headline metric of every built stage, the per-notebook times read from the executed
+    notebooks in reports/, the held-out comparison, and every quality bar marked met / not met."""
     from .config import get_preset, project_root
     from .models import is_complete, read_meta
+    from .report import notebook_time_table, notebook_times, quality_bar_table, quality_bars
 
     preset = get_preset(args.preset)
     headline = {"sft": ("held_out_perplexity", "held-out perplexity"),
@@ -181,31 +183,44 @@ def cmd_report(args) -> int:
                 "reward_model": ("heldout_pairwise_accuracy", "held-out pairwise accuracy")}
     lines = [f"### Stages built in preset `{preset.name}`", "", "| stage | training time (s) | metric |",
              "|---|---|---|"]
+    metrics: dict[str, dict] = {}
     for stage in STAGES:
         if not is_complete(preset, stage):
             continue
         meta = read_meta(preset, stage)
-        m = meta.get("metrics", {})
+        m = metrics[stage] = meta.get("metrics", {})
         key, label = headline.get(stage, (None, ""))
         value = m.get(key) if key else None
         shown = f"{label} {value:.3f}" if isinstance(value, float) else ", ".join(
             f"{k} {v}" for k, v in m.items() if isinstance(v, int) and k != "steps")
         lines.append(f"| {stage} | {m.get('train_seconds', m.get('seconds', '-'))} | {shown} |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_eval:
-        import io
-        from contextlib import redirect_stdout
 
-        buf = io.StringIO()
-        with redirect_stdout(buf):
-            args.markdown, args.n = True, None
-            cmd_evaluate(args)
-        table = buf.getvalue().strip().splitlines()[-7:]
-        text += "\n### Held-out comparison (same prompts, lengths and seed)\n\n" + "\n".join(
-            l for l in table if l.startswith("|")) + "\n"
-        print(text.split("### Held-out")[1])
-    out = project_root() / "benchmarks" / "results" / f"{preset.name}_report.md"
+    reports = Path(args.reports) if args.reports else project_root() / "reports"
+    times = notebook_times(reports) if reports.is_dir() else []
+    total = sum(t.seconds for t in times) if times else None
+    if times:
+        text += (f"\n### Time per notebook (read from the executed notebooks in `{reports.name}/`: first cell's "
+                 "start to last cell's end, kernel start-up not included)\n\n" + notebook_time_table(times) + "\n")
+    else:
+        text += f"\n(no executed notebooks in {reports}: run `make run` first for the per-notebook times)\n"
+
+    summary = None
+    if not args.no_eval and is_complete(preset, "sft"):
+        from .evaluate import evaluate_policies, heldout_prompts
+        from .models import load_tokenizer, model_dir
+        from .reward import sentiment_reward
+
+        sft = model_dir(preset, "sft")
+        models = {s: model_dir(preset, s) for s in ("sft", "ppo", "dpo", "grpo", "rloo") if is_complete(preset, s)}
+        prompts = heldout_prompts(preset, load_tokenizer(sft), None)
+        summary, _ = evaluate_policies(models, sentiment_reward(preset), sft, prompts, preset.ppo.min_len,
+                                       preset.ppo.max_len, seed=preset.seed)
+        text += ("\n### Held-out comparison (same prompts, lengths and seed)\n\n"
+                 + summary.round(3).to_markdown() + "\n")
+    text += "\n### Quality bars\n\n" + quality_bar_table(quality_bars(metrics, summary, total)) + "\n"
+    print(text)
+    out = Path(args.out) if args.out else project_root() / "benchmarks" / "results" / f"{preset.name}_report.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(f"written to {out}")
@@ -262,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
 
     rp = sub.add_parser("report", help="metrics of every built stage + held-out comparison, as markdown")
     rp.add_argument("--preset", default=None)
-    rp.add_argument("--no-eval", action="store_true")
+    rp.add_argument("--no-eval", action="store_true", help="skip the held-out comparison (sampling)")
+    rp.add_argument("--reports", default=None, help="folder of executed notebooks (default reports/)")
+    rp.add_argument("--out", default=None, help="markdown file (default benchmarks/results/<preset>_report.md)")
     rp.set_defaults(func=cmd_report)
 
     d = sub.add_parser("doctor", help="check Python, packages, device, artifacts, disk, memory, hub, kernel")

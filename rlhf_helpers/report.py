@@ -1,0 +1,148 @@
+"""What ``python -m rlhf_helpers report`` prints: per-notebook times read from the executed notebooks in
+``reports/`` and every quality bar of the series marked met / not met.
+
+Cell times come from the notebooks themselves: nbclient stores, per executed cell, the kernel's timestamps
+in ``cell.metadata.execution`` (``iopub.status.busy`` when it starts, ``shell.execute_reply`` when it ends).
+Nothing here is typed by hand, so the README's table can be regenerated with one command.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Mapping
+
+START_KEYS = ("iopub.status.busy", "iopub.execute_input", "shell.execute_request")
+END_KEYS = ("shell.execute_reply", "iopub.status.idle")
+
+
+def _stamp(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _first(execution: Mapping[str, str], keys: tuple[str, ...]) -> datetime | None:
+    for key in keys:
+        if execution.get(key):
+            return _stamp(execution[key])
+    return None
+
+
+@dataclass
+class NotebookTime:
+    name: str
+    seconds: float  # first cell's start to last cell's end (what a learner waits)
+    cells_seconds: float  # sum of the cells' own times
+    cells: int  # executed code cells with timestamps
+    slowest: tuple[str, float] | None  # (first line of the slowest cell, seconds)
+
+
+def notebook_times(folder: Path | str) -> list[NotebookTime]:
+    """Times of every executed ``NN_*.ipynb`` in ``folder`` (``reports/`` after ``make run``), in order."""
+    out = []
+    for path in sorted(Path(folder).glob("[0-9][0-9]_*.ipynb")):
+        nb = json.loads(path.read_text())
+        starts, ends, total, slowest = [], [], 0.0, None
+        for cell in nb.get("cells", []):
+            if cell.get("cell_type") != "code":
+                continue
+            ex = cell.get("metadata", {}).get("execution") or {}
+            t0, t1 = _first(ex, START_KEYS), _first(ex, END_KEYS)
+            if t0 is None or t1 is None:
+                continue
+            starts.append(t0)
+            ends.append(t1)
+            dt = max((t1 - t0).total_seconds(), 0.0)
+            total += dt
+            src = "".join(cell.get("source", "")).strip().splitlines()
+            if slowest is None or dt > slowest[1]:
+                slowest = ((src[0] if src else "")[:60], dt)
+        if starts:
+            out.append(NotebookTime(path.stem, (max(ends) - min(starts)).total_seconds(), total, len(starts), slowest))
+    return out
+
+
+def _fmt_seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
+
+
+def notebook_time_table(times: list[NotebookTime]) -> str:
+    """Markdown: one row per notebook plus the total."""
+    lines = ["| notebook | time | code cells | slowest cell |", "|---|---|---|---|"]
+    for t in times:
+        slow = f"`{t.slowest[0]}` {_fmt_seconds(t.slowest[1])}" if t.slowest else "-"
+        lines.append(f"| {t.name} | {_fmt_seconds(t.seconds)} | {t.cells} | {slow} |")
+    total = sum(t.seconds for t in times)
+    lines.append(f"| **all** | **{_fmt_seconds(total)}** | {sum(t.cells for t in times)} | |")
+    return "\n".join(lines)
+
+
+@dataclass
+class Bar:
+    what: str
+    goal: str
+    value: str
+    met: bool | None  # None: not measured (stage not built)
+
+
+def _get(table: Any, model: str, column: str) -> float | None:
+    """``table.loc[model, column]`` of a DataFrame or ``table[model][column]`` of a dict, else None."""
+    if table is None:
+        return None
+    try:
+        row = table.loc[model] if hasattr(table, "loc") else table[model]
+        return float(row[column])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def quality_bars(metrics: Mapping[str, Mapping[str, Any]], heldout: Any = None,
+                 total_seconds: float | None = None) -> list[Bar]:
+    """Every bar of the series. ``metrics``: stage -> the ``metrics`` dict saved with its artifact;
+    ``heldout``: the held-out comparison (``evaluate_policies`` summary: rows sft/ppo/dpo/grpo/rloo, columns
+    positive_fraction, kl); ``total_seconds``: the notebooks' total time."""
+    bars = []
+
+    def metric(stage: str, key: str) -> float | None:
+        v = metrics.get(stage, {}).get(key)
+        return float(v) if isinstance(v, (int, float)) else None
+
+    ppl, ppl_s = metric("sft", "held_out_perplexity"), metric("sft", "train_seconds")
+    bars.append(Bar("SFT held-out perplexity", "≤ 150", "-" if ppl is None else f"{ppl:.1f}",
+                    None if ppl is None else ppl <= 150))
+    bars.append(Bar("SFT training time", "≤ 4 min", "-" if ppl_s is None else f"{ppl_s:.0f} s",
+                    None if ppl_s is None else ppl_s <= 240))
+    acc, acc_s = metric("classifier", "test_accuracy"), metric("classifier", "train_seconds")
+    bars.append(Bar("classifier IMDB test accuracy", "≥ 85 %", "-" if acc is None else f"{acc:.1%}",
+                    None if acc is None else acc >= 0.85))
+    bars.append(Bar("classifier training time", "≤ 3 min", "-" if acc_s is None else f"{acc_s:.0f} s",
+                    None if acc_s is None else acc_s <= 180))
+    rm = metric("reward_model", "heldout_pairwise_accuracy")
+    bars.append(Bar("reward model held-out pairwise accuracy", "≥ 80 %", "-" if rm is None else f"{rm:.1%}",
+                    None if rm is None else rm >= 0.80))
+    base = _get(heldout, "sft", "positive_fraction")
+    pos, kl = _get(heldout, "ppo", "positive_fraction"), _get(heldout, "ppo", "kl")
+    bars.append(Bar("PPO positive fraction at KL ≤ 8 nats", "≥ 90 %, KL ≤ 8",
+                    "-" if pos is None else f"{pos:.1%} at KL {kl:.1f}",
+                    None if pos is None else (pos >= 0.90 and kl <= 8)))
+    dpo = _get(heldout, "dpo", "positive_fraction")
+    bars.append(Bar("DPO positive fraction", "≥ 80 %", "-" if dpo is None else f"{dpo:.1%}",
+                    None if dpo is None else dpo >= 0.80))
+    for method in ("grpo", "rloo"):
+        p = _get(heldout, method, "positive_fraction")
+        gain = None if p is None or base is None else 100 * (p - base)
+        bars.append(Bar(f"{method.upper()} gain in positive fraction over SFT", "≥ +25 points",
+                        "-" if gain is None else f"{gain:+.1f} points ({base:.1%} → {p:.1%})",
+                        None if gain is None else gain >= 25))
+    bars.append(Bar("all notebooks (make run, without the install)", "≤ 15 min",
+                    "-" if total_seconds is None else _fmt_seconds(total_seconds),
+                    None if total_seconds is None else total_seconds <= 900))
+    return bars
+
+
+def quality_bar_table(bars: list[Bar]) -> str:
+    lines = ["| quality bar | goal | measured | |", "|---|---|---|---|"]
+    for b in bars:
+        mark = "not measured" if b.met is None else ("**met**" if b.met else "**not met**")
+        lines.append(f"| {b.what} | {b.goal} | {b.value} | {mark} |")
+    return "\n".join(lines)

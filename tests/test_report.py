@@ -1,0 +1,66 @@
+"""The report's per-notebook times (from nbclient's cell timestamps) and quality bars."""
+import json
+
+import pandas as pd
+
+from rlhf_helpers.report import notebook_time_table, notebook_times, quality_bar_table, quality_bars
+
+
+def _nb(path, cells):
+    nb = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    for src, start, end in cells:
+        ex = {} if start is None else {"iopub.status.busy": start, "iopub.execute_input": start,
+                                       "shell.execute_reply": end, "iopub.status.idle": end}
+        nb["cells"].append({"cell_type": "code", "source": src, "metadata": {"execution": ex}, "outputs": [],
+                            "execution_count": 1})
+    nb["cells"].append({"cell_type": "markdown", "source": "# title", "metadata": {}})
+    path.write_text(json.dumps(nb))
+
+
+def test_notebook_times_from_cell_metadata(tmp_path):
+    _nb(tmp_path / "00_setup.ipynb", [("import x", "2026-11-28T10:00:00.000Z", "2026-11-28T10:00:02.000Z"),
+                                      ("train()\nmore", "2026-11-28T10:00:03.000Z", "2026-11-28T10:01:33.500Z")])
+    _nb(tmp_path / "01_sft.ipynb", [("a = 1", "2026-11-28T10:02:00Z", "2026-11-28T10:02:10Z"),
+                                    ("skipped solution", None, None)])
+    (tmp_path / "notes.ipynb").write_text("{}")  # not a numbered notebook: ignored
+    times = notebook_times(tmp_path)
+    assert [t.name for t in times] == ["00_setup", "01_sft"]
+    assert abs(times[0].seconds - 93.5) < 1e-6 and abs(times[0].cells_seconds - 92.5) < 1e-6
+    assert times[0].slowest == ("train()", 90.5) and times[1].cells == 1
+    table = notebook_time_table(times)
+    assert "| 00_setup | 1.6 min | 2 |" in table and "**all** | **1.7 min**" in table
+
+
+def test_quality_bars_met_and_not_met():
+    metrics = {"sft": {"held_out_perplexity": 140.2, "train_seconds": 230.0},
+               "classifier": {"test_accuracy": 0.84, "train_seconds": 170.0},
+               "reward_model": {"heldout_pairwise_accuracy": 0.81}}
+    heldout = pd.DataFrame({"positive_fraction": [0.5, 0.92, 0.85, 0.80, 0.70], "kl": [0, 6.0, 8.0, 3.0, 9.0]},
+                           index=pd.Index(["sft", "ppo", "dpo", "grpo", "rloo"], name="model"))
+    bars = {b.what: b for b in quality_bars(metrics, heldout, total_seconds=1000)}
+    assert bars["SFT held-out perplexity"].met is True
+    assert bars["classifier IMDB test accuracy"].met is False
+    assert bars["PPO positive fraction at KL ≤ 8 nats"].met is True
+    assert bars["GRPO gain in positive fraction over SFT"].met is True
+    assert bars["RLOO gain in positive fraction over SFT"].met is False
+    assert bars["all notebooks (make run, without the install)"].met is False
+    text = quality_bar_table(list(bars.values()))
+    assert "**not met**" in text and "**met**" in text
+
+
+def test_quality_bars_without_anything_built():
+    bars = quality_bars({}, None, None)
+    assert all(b.met is None for b in bars)
+    assert "not measured" in quality_bar_table(bars)
+
+
+def test_report_command_reads_notebook_times(tmp_path):
+    from rlhf_helpers.__main__ import main
+
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    _nb(reports / "01_sft.ipynb", [("train()", "2026-11-28T10:00:00Z", "2026-11-28T10:03:00Z")])
+    out = tmp_path / "r.md"
+    assert main(["report", "--preset", "smoke", "--no-eval", "--reports", str(reports), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| 01_sft | 3.0 min | 1 |" in text and "### Quality bars" in text
