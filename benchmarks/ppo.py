@@ -20,6 +20,16 @@ ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 
 
+def ppo_phases(history: list[dict], total_seconds: float) -> dict[str, float]:
+    """Where our PPO's time goes, summed over its steps (from the per-step timings ``train_ppo`` logs)."""
+    gen = sum(h["time_generate_s"] for h in history)
+    score = sum(h["time_score_s"] for h in history)
+    exp = sum(h["time_forward_s"] for h in history)
+    upd = sum(h["time_optimize_s"] for h in history)
+    return {"generate": gen, "score (classifier)": score, "old/ref log-probs + values (one no-grad pass)": exp,
+            "update (epochs x minibatches)": upd, "other (setup, decode, saving)": total_seconds - gen - score - exp - upd}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="tiny")
@@ -47,9 +57,11 @@ def main() -> None:
     cfg = ppo_config_for(preset)
     steps = max(1, args.episodes // cfg.batch_size)
     t0 = time.time()
-    train_ppo(sft, reward, prompts, cfg, steps, preset.ppo.min_len, preset.ppo.max_len, work / "ppo", save_every=0)
+    history = train_ppo(sft, reward, prompts, cfg, steps, preset.ppo.min_len, preset.ppo.max_len, work / "ppo",
+                        save_every=0)
     seconds = time.time() - t0
     results["PPO (ours)"] = {"episodes": steps * cfg.batch_size, "seconds": seconds, "folder": work / "ppo"}
+    phases = ppo_phases(history, seconds)
 
     # --- TRL GRPO and RLOO, same SFT policy, same reward, same episode budget --------------
     home = work / "home"
@@ -81,17 +93,20 @@ def main() -> None:
                      "positive_fraction": round(float(summary.loc[name, "positive_fraction"]), 3),
                      "kl": round(float(summary.loc[name, "kl"]), 2)})
     RESULTS.mkdir(exist_ok=True)
+    seconds_ppo = results["PPO (ours)"]["seconds"]
     meta = {"preset": preset.name, "episodes_budget": args.episodes, "torch_threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "machine": platform.machine(),
             "device": "cuda" if torch.cuda.is_available() else "cpu", "date": time.strftime("%Y-%m-%d")}
-    (RESULTS / "ppo.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     header = "| method | episodes | seconds | episodes/s | held-out reward | positive fraction | KL (nats) |\n"
     header += "|---|---|---|---|---|---|---|\n"
     table = header + "".join(
         f"| {r['method']} | {r['episodes']} | {r['seconds']} | {r['episodes_per_s'] or '-'} | {r['heldout_reward']} | "
         f"{r['positive_fraction']:.1%} | {r['kl']} |\n" for r in rows)
-    (RESULTS / "ppo.md").write_text(table)
-    print(table)
+    phase_table = "\n| PPO phase | seconds | share |\n|---|---|---|\n" + "".join(
+        f"| {name} | {sec:.1f} | {sec / seconds_ppo:.0%} |\n" for name, sec in phases.items())
+    (RESULTS / "ppo.json").write_text(json.dumps({"meta": meta, "rows": rows, "ppo_phases_s": phases}, indent=2))
+    (RESULTS / "ppo.md").write_text(table + phase_table)
+    print(table + phase_table)
     shutil.rmtree(work, ignore_errors=True)
 
 
