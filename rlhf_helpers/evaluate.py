@@ -13,7 +13,7 @@ import torch
 from .data import LengthSampler, load_imdb, make_prompts
 from .generation import generate_responses
 from .models import load_policy
-from .ppo import logprobs_from_logits, query_response_batch
+from .ppo import kl_from_logits, logprobs_from_logits, query_response_batch
 
 
 def heldout_prompt_table(preset, tokenizer, n: int | None = None) -> pd.DataFrame:
@@ -68,10 +68,28 @@ def sequence_logprobs(model, queries, responses, pad_id: int, batch_size: int = 
     return torch.cat(out)
 
 
-def sequence_kl(model, ref_model, queries, responses, pad_id: int) -> torch.Tensor:
-    """Per-sample KL estimate log p(y|x) - log p_ref(y|x) for responses sampled from ``model``."""
-    return sequence_logprobs(model, queries, responses, pad_id) - sequence_logprobs(ref_model, queries,
-                                                                                   responses, pad_id)
+@torch.no_grad()
+def sequence_kl(model, ref_model, queries, responses, pad_id: int, batch_size: int = 64) -> torch.Tensor:
+    """Per-sample KL(model || ref) in nats for responses sampled from ``model`` (plain softmax, T = 1).
+
+    At every response position it sums the *full* KL between the two next-token distributions, along the
+    sampled path: the same expectation as the sampled log-ratio log p(y|x) - log p_ref(y|x), with less
+    noise, and never negative (exactly 0 when the two models agree).
+    """
+    model.eval()
+    ref_model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for s in range(0, len(queries), batch_size):
+        ids, mask, pos, r_mask, Q = query_response_batch(queries[s:s + batch_size], responses[s:s + batch_size],
+                                                         pad_id)
+        R = r_mask.shape[1]
+        args = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": pos.to(device),
+                "use_cache": False}
+        logits = model(**args).logits[:, Q - 1:Q + R - 1]
+        ref_logits = ref_model(**args).logits[:, Q - 1:Q + R - 1]
+        out.append((kl_from_logits(logits, ref_logits).cpu() * r_mask).sum(1))
+    return torch.cat(out)
 
 
 def distinct_n(texts: Sequence[str], n: int = 2) -> float:

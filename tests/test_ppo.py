@@ -384,3 +384,19 @@ def test_cli_defaults_are_the_presets_tuned_settings(stand_in_lm_dir, stand_in_c
     assert used["learning_rate"] == tuned.learning_rate and used["init_kl_coef"] == tuned.init_kl_coef
     assert used["kl_target"] == tuned.kl_target and used["ppo_epochs"] == tuned.ppo_epochs
     assert used["batch_size"] == 4
+
+
+def test_evaluation_kl_is_exactly_zero_for_the_reference_and_never_negative(stand_in_lm_dir):
+    from rlhf_helpers.evaluate import sequence_kl
+    from rlhf_helpers.generation import generate_responses
+    from rlhf_helpers.models import load_pretrained
+
+    ref, tok = load_pretrained(stand_in_lm_dir)
+    queries = _mixed_batch(tok, 16)
+    torch.manual_seed(0)
+    responses = generate_responses(ref, tok, queries, [6] * 16)
+    assert torch.equal(sequence_kl(ref, ref, queries, responses, tok.pad_token_id), torch.zeros(16))
+    shifted = shift_eos_logit(ref, tok.eos_token_id, 3.0).eval()
+    torch.manual_seed(0)
+    responses = generate_responses(shifted, tok, queries, [6] * 16)
+    assert (sequence_kl(shifted, ref, queries, responses, tok.pad_token_id) > 0).all()
