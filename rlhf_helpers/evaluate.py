@@ -51,19 +51,26 @@ def flip_rate(samples: pd.DataFrame, labels: Sequence[int]) -> pd.Series:
     return pd.Series(rates, name="flip_rate")
 
 
-@torch.no_grad()
-def sequence_logprobs(model, queries, responses, pad_id: int, batch_size: int = 64) -> torch.Tensor:
-    """Sum of log p(response token) under ``model`` for each query/response pair."""
-    model.eval()
+def _scoring_batches(model, queries, responses, pad_id: int, batch_size: int):
+    """Batches of ``[query | response]`` as model inputs, with the response labels, their mask and the
+    slice of logit positions that predicts them."""
     device = next(model.parameters()).device
-    out = []
     for s in range(0, len(queries), batch_size):
         ids, mask, pos, r_mask, Q = query_response_batch(queries[s:s + batch_size], responses[s:s + batch_size],
                                                          pad_id)
         R = r_mask.shape[1]
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                       use_cache=False).logits
-        lp = logprobs_from_logits(logits[:, Q - 1:Q + R - 1], ids[:, Q:Q + R].to(device)).cpu()
+        inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": pos.to(device),
+                  "use_cache": False}
+        yield inputs, ids[:, Q:Q + R].to(device), r_mask, slice(Q - 1, Q + R - 1)
+
+
+@torch.no_grad()
+def sequence_logprobs(model, queries, responses, pad_id: int, batch_size: int = 64) -> torch.Tensor:
+    """Sum of log p(response token) under ``model`` for each query/response pair."""
+    model.eval()
+    out = []
+    for inputs, labels, r_mask, positions in _scoring_batches(model, queries, responses, pad_id, batch_size):
+        lp = logprobs_from_logits(model(**inputs).logits[:, positions], labels).cpu()
         out.append((lp * r_mask).sum(1))
     return torch.cat(out)
 
@@ -78,17 +85,10 @@ def sequence_kl(model, ref_model, queries, responses, pad_id: int, batch_size: i
     """
     model.eval()
     ref_model.eval()
-    device = next(model.parameters()).device
     out = []
-    for s in range(0, len(queries), batch_size):
-        ids, mask, pos, r_mask, Q = query_response_batch(queries[s:s + batch_size], responses[s:s + batch_size],
-                                                         pad_id)
-        R = r_mask.shape[1]
-        args = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": pos.to(device),
-                "use_cache": False}
-        logits = model(**args).logits[:, Q - 1:Q + R - 1]
-        ref_logits = ref_model(**args).logits[:, Q - 1:Q + R - 1]
-        out.append((kl_from_logits(logits, ref_logits).cpu() * r_mask).sum(1))
+    for inputs, _, r_mask, positions in _scoring_batches(model, queries, responses, pad_id, batch_size):
+        kl = kl_from_logits(model(**inputs).logits[:, positions], ref_model(**inputs).logits[:, positions])
+        out.append((kl.cpu() * r_mask).sum(1))
     return torch.cat(out)
 
 
