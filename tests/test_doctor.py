@@ -181,3 +181,22 @@ def test_build_all_once_then_nothing_then_doctor_all_good(empty_home, capsys):
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert not _fail_lines(done.stdout) and "all good" in done.stdout
+
+
+def test_build_all_interrupted_says_how_to_resume(empty_home, monkeypatch, capsys):
+    calls = []
+
+    def fake_plan(preset):
+        def ok(force=False):
+            calls.append("a")
+
+        def interrupted(force=False):
+            raise KeyboardInterrupt
+
+        return [("a", ok), ("b", interrupted), ("c", ok)]
+
+    monkeypatch.setattr(doctor, "artifact_plan", fake_plan)
+    assert main(["build", "all", "--preset", "smoke"]) == 130
+    out = capsys.readouterr().out
+    assert calls == ["a"] and "build all: 3 of 3 artifacts to build" in out
+    assert "interrupted; run `python -m rlhf_helpers build all --preset smoke` again to resume" in out
