@@ -200,3 +200,17 @@ def test_build_all_interrupted_says_how_to_resume(empty_home, monkeypatch, capsy
     out = capsys.readouterr().out
     assert calls == ["a"] and "build all: 3 of 3 artifacts to build" in out
     assert "interrupted; run `python -m rlhf_helpers build all --preset smoke` again to resume" in out
+
+
+def test_a_python3_kernel_of_another_python_fails(monkeypatch, tmp_path):
+    spec = tmp_path / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({"argv": ["/usr/bin/python3-elsewhere", "-m", "ipykernel_launcher",
+                                                           "-f", "{connection_file}"], "language": "python",
+                                                  "display_name": "Python 3"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    kernel = [f for f in doctor.check_kernel() if f.status == "FAIL"]
+    assert len(kernel) == 1 and "/usr/bin/python3-elsewhere" in kernel[0].detail
+    assert "ipykernel install --user --name rlhf-notebooks" in kernel[0].fix
+    monkeypatch.delenv("JUPYTER_PATH")
+    assert all(f.status != "FAIL" for f in doctor.check_kernel())
