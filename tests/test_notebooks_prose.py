@@ -19,6 +19,7 @@ NOT_YET_FIXED: set[str] = set()  # notebooks whose owner has not converted the p
 
 CALLOUT = re.compile(r"^\s*>\s*\*\*Reference run\*\*")
 FENCE = re.compile(r"^\s*(```|~~~)")
+DISPLAY_MATH = re.compile(r"\$\$.*?\$\$", re.DOTALL)
 IGNORED = [
     re.compile(r"\$\$.*?\$\$"),  # display maths on one line
     re.compile(r"(?<!\\)\$[^$]+?(?<!\\)\$"),  # inline maths
@@ -62,15 +63,14 @@ def metric_quotes(line: str) -> list[str]:
 
 def violations(markdown: str) -> list[str]:
     """Lines of one markdown cell that quote a 3+-significant-digit figure outside a reference-run callout."""
-    out, in_callout, in_fence, in_math = [], False, False, False
+    # display maths may span lines: blank it out first, keeping the line count
+    markdown = DISPLAY_MATH.sub(lambda m: "\n" * m.group(0).count("\n"), markdown)
+    out, in_callout, in_fence = [], False, False
     for line in markdown.splitlines():
         if FENCE.match(line):
             in_fence = not in_fence
             continue
-        if line.strip().startswith("$$") and line.strip().count("$$") == 1:
-            in_math = not in_math
-            continue
-        if in_fence or in_math:
+        if in_fence:
             continue
         if CALLOUT.match(line):
             in_callout = True
@@ -110,11 +110,12 @@ def test_reference_run_callouts_and_maths_blocks_are_allowed():
           "> to 5.23 over 600 steps.\n"
           "\n"
           "$$\n\\sigma(1.5) = 0.818\n$$\n"
+          "  $$x = 1.234\n  = 5.678$$ and after it 45.6 %\n"
           "```python\nprint(0.513)\n```\n"
           "> a plain quote with 12.34 is not a callout\n"
           "Outside again: 94.9 % positive")
     found = violations(md)
-    assert len(found) == 2 and "12.34" in found[0] and "94.9 %" in found[1]
+    assert len(found) == 3 and "45.6 %" in found[0] and "12.34" in found[1] and "94.9 %" in found[2]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
