@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test bench clean-artifacts
+.PHONY: venv run test bench site clean-artifacts
 
 # Notebooks reach git without outputs: nbstripout is the git filter named in .gitattributes, so a
 # learner's executed notebooks keep their outputs in the working copy while `git status`, `git diff`
@@ -33,6 +33,11 @@ run: venv
 
 test: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+# A static site of `make run`'s executed notebooks (reports/NN_*.ipynb; nothing is executed again):
+# Sphinx + MyST-NB, offline. Open reports/site/index.html.
+site: venv
+	$(BIN)/python docs/site/build.py --notebooks reports --out reports/site
 
 bench: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/ppo.py

@@ -125,9 +125,22 @@ def comparison_html(models: Mapping[str, object], reward, prompt: str, min_len: 
         return f'<p style="color:#b00020"><b>Cannot sample:</b> {html.escape(str(err))}</p>'
     means = table.groupby("model", sort=False)["reward"].mean()
     summary = ", ".join(f"{html.escape(str(m))}: {v:+.2f}" for m, v in means.items())
-    body = side_by_side(table).to_html(float_format=lambda v: f"{v:+.2f}", escape=True)
+    body = table_html(side_by_side(table), float_format=lambda v: f"{v:+.2f}")
     return (f"<p><b>Prompt:</b> {html.escape(prompt)}<br><b>Mean reward</b> ({len(table) // len(means)} "
             f"samples, lengths {min_len}-{max_len}, seed {seed}): {summary}</p>{body}")
+
+
+_CELL = "padding:3px 10px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top"
+
+
+def table_html(table: "pandas.DataFrame", **to_html) -> str:
+    """A DataFrame as a light HTML table for an ``HTML`` widget (inline styles: a widget's HTML is not
+    styled by JupyterLab's notebook CSS, and pandas' ``border=1`` draws heavy double lines)."""
+    body = table.to_html(escape=True, border=0, **to_html)
+    body = body.replace('<table class="dataframe">', '<table class="dataframe" style="border-collapse:collapse;'
+                                                     'margin-top:4px">')
+    body = body.replace('<tr style="text-align: right;">', "<tr>")
+    return body.replace("<th>", f'<th style="{_CELL};font-weight:600">').replace("<td>", f'<td style="{_CELL}">')
 
 
 def length_explorer(before, after, reward, preset, prompt: str | None = None,
@@ -203,7 +216,7 @@ def answers_explorer(prompts, answer_fn, description: str = "Answer with every m
         except (ValueError, TypeError) as err:
             result.value = f'<p style="color:#b00020"><b>Cannot answer:</b> {_html.escape(str(err))}</p>'
             return
-        result.value = f"<p><b>Prompt:</b> {_html.escape(box.value)}</p>" + table.to_html(index=False, escape=True)
+        result.value = f"<p><b>Prompt:</b> {_html.escape(box.value)}</p>" + table_html(table, index=False)
 
     button.on_click(on_click)
     return w.VBox([picker, box, button, result])

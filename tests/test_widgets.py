@@ -100,7 +100,7 @@ def test_length_explorer_widget(smoke_artifacts):
     count.value = 1
     button.click()
     assert "SFT response" in result.value and "PPO reward" in result.value
-    assert "<th></th>" not in result.value                    # one header row, no empty corner row
+    assert "></th>" not in result.value                       # one header row, no empty corner cell
     first = result.value
     lengths.value = (lengths.max - 1, lengths.max)
     button.click()
