@@ -205,7 +205,8 @@ def answers_explorer(prompts, answer_fn, description: str = "Answer with every m
     style, wide = {"description_width": "initial"}, w.Layout(width="95%", max_width="760px")
     picker = w.Dropdown(options=prompts, value=prompts[0], description="prompt", style=style, layout=wide)
     box = w.Text(value=prompts[0], description="edit", style=style, layout=wide)
-    button = w.Button(description=description, button_style="primary", layout=w.Layout(width="auto"))
+    button = w.Button(description=description, button_style="primary",
+                      layout=w.Layout(width="auto", align_self="flex-start"))  # not stretched across the page
     result = w.HTML(value="<i>Pick or type a prompt, then press the button.</i>")
     picker.observe(lambda change: setattr(box, "value", change["new"]), names="value")
 
