@@ -78,7 +78,7 @@ def static_widgets(nb) -> int:
             if WIDGET_MIME not in data:
                 continue
             body = widget_snapshot(data[WIDGET_MIME].get("model_id", ""), state)
-            note = ('<div class="note">Interactive widget, shown as a snapshot: run the notebook in JupyterLab '
+            note = ('<div class="snapshot-note">Interactive widget, shown as a snapshot: run the notebook in JupyterLab '
                     "to use the controls.</div>")
             data.pop(WIDGET_MIME)
             data["text/html"] = f'<div class="widget-snapshot">{note}{body}</div>'
