@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("presets", help="list presets").set_defaults(func=cmd_presets)
 
-    b = sub.add_parser("build", help="build one stage's artifact")
+    b = sub.add_parser("build", help="build one stage's artifact, or all of them")
     b.add_argument("stage", choices=STAGES + ["all"], help="a stage, or all: every artifact the notebooks load")
     b.add_argument("--preset", default=None, help="tiny, smoke or gpt2 (default $RLHF_PRESET or tiny)")
     b.add_argument("--force", action="store_true", help="rebuild even if it exists")
