@@ -148,7 +148,8 @@ def test_plan_covers_what_the_notebooks_load():
                for nb in ("04_dpo.ipynb", "06_guardrail.ipynb")}
         betas = []
         for nb, code in src.items():  # e.g. `betas = sorted({preset.dpo.beta / 2, ...})`, `dpo_betas=(0.05, 0.5)`
-            found = re.findall(r"betas\s*=\s*[\w.(]*?\{([^}]*)\}", code) + re.findall(r"dpo_betas=\(([^)]*)\)", code)
+            found = (re.findall(r"betas\s*=\s*[\w.(]*?\{([^}]*)\}", code)
+                     + re.findall(r"dpo_betas\s*=\s*\(([^)]*)\)", code))
             assert found, f"{nb} changed how it picks DPO betas: update doctor.notebook_dpo_betas and this test"
             for expr in found:
                 betas += eval(f"[{expr}]", {"__builtins__": {}}, {"preset": preset})  # noqa: S307 - our notebooks
