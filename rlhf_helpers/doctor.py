@@ -222,8 +222,9 @@ def check_hub(preset, reachable: Callable[[], bool] = hub_reachable) -> Finding 
     remote = [(var, name, kind) for var, name, kind, local in needed
               if name != local and not Path(name).expanduser().is_dir() and not _in_hub_cache(name, kind)]
     if not remote:
-        return Finding("ok", "hub", "not needed (offline preset or local folders / cached copies)") \
-            if preset.policy_model == "tiny" else Finding("ok", "hub", "every model and the dataset are local or cached")
+        if preset.policy_model == "tiny":
+            return Finding("ok", "hub", "not needed (offline preset or local folders / cached copies)")
+        return Finding("ok", "hub", "every model and the dataset are local or cached")
     names = ", ".join(n for _, n, _ in remote)
     if _offline():
         why = "the hub is switched off (HF_HUB_OFFLINE=1)"
@@ -390,7 +391,8 @@ def check_kernel() -> list[Finding]:
                                  f"run `{sys.executable} -m ipykernel install --user --name rlhf-notebooks` and pick "
                                  "the kernel 'rlhf-notebooks' (Kernel > Change Kernel), or remove that kernel folder"))
     if not found:
-        found.append(Finding("ok", "kernel", f"{sys.executable}" + (" (inside Jupyter)" if "ipykernel" in sys.modules else "")))
+        inside = " (inside Jupyter)" if "ipykernel" in sys.modules else ""
+        found.append(Finding("ok", "kernel", f"{sys.executable}{inside}"))
     return found
 
 
