@@ -215,3 +215,25 @@ def test_a_python3_kernel_of_another_python_fails(monkeypatch, tmp_path):
     assert "ipykernel install --user --name rlhf-notebooks" in kernel[0].fix
     monkeypatch.delenv("JUPYTER_PATH")
     assert all(f.status != "FAIL" for f in doctor.check_kernel())
+
+
+def test_optional_sections_are_tagged_and_marked():
+    """The workshop agenda skips sections by this convention: tag `optional` + a heading ending " *(optional)*"."""
+    import nbformat
+
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        for cell in nbformat.read(path, 4).cells:
+            if cell.cell_type != "markdown":
+                continue
+            tagged = "optional" in cell.metadata.get("tags", [])
+            marked = [l for l in cell.source.splitlines() if l.startswith("#") and l.rstrip().endswith("*(optional)*")]
+            assert tagged == bool(marked), f"{path.name}: {cell.source.splitlines()[0]!r} (tag and marker must agree)"
+
+
+def test_workshop_guide_links_and_commands_exist():
+    guide = (ROOT / "docs" / "workshop.md").read_text()
+    for link in re.findall(r"\]\((\.\./notebooks/[^)]+)\)", guide):
+        assert (ROOT / "docs" / link).resolve().exists(), link
+    for command in set(re.findall(r"python -m rlhf_helpers (\w+)", guide)):
+        assert command in {"build", "doctor", "run", "presets", "report", "evaluate", "ppo"}, command
+    assert "TBD-LEAD" in guide or "GPU" in guide
