@@ -327,7 +327,7 @@ def check_memory(preset) -> Finding:
 
 
 def check_writable(home: Path) -> Finding:
-    """Notebook 03 saves its own PPO policy and notebook 06 its quality log inside the artifacts folder."""
+    """Notebook 03's exercises save PPO runs and notebook 06 its quality log inside the artifacts folder."""
     target = _existing_parent(home)
     try:
         fd, probe = tempfile.mkstemp(prefix=".doctor-", dir=target)
@@ -336,7 +336,7 @@ def check_writable(home: Path) -> Finding:
     except OSError:
         shown = home if home.exists() else f"{home} (cannot be created under {target})"
         return Finding("FAIL", "writable", f"artifacts folder {shown} is read-only; notebooks 03 and 06 write there "
-                       "(ppo_notebook/, quality_log.sqlite)",
+                       "(ppo_exercise_*/ from the exercises, quality_log.sqlite)",
                        f"copy it to your own disk (`cp -r {home} ~/rlhf-artifacts`, Windows: copy the folder) and "
                        "set RLHF_HOME=~/rlhf-artifacts")
     note = _network_filesystem(target)
