@@ -3,7 +3,7 @@
     python docs/site/build.py [--notebooks reports] [--out reports/site]
 
 Reads the executed copies that ``make run`` wrote (``reports/NN_*.ipynb``; nothing is executed or trained
-here), stages them with conf.py, an index page and a local MathJax under ``<out>/../site-src``, and runs
+here), stages them with conf.py, an index page and a local MathJax in a temporary folder, and runs
 ``sphinx-build``. Interactive widgets cannot run in a static page, so each widget output becomes a
 snapshot of its controls and values (from the widget state the executed copy stores); the notebooks also
 print the widget's result once as a plain output. Exits non-zero when no executed notebook is found, when
@@ -157,12 +157,19 @@ def build(notebooks: Path, out: Path, quiet: bool = True) -> list[Path]:
     notebooks, out = Path(notebooks), Path(out)
     if not executed_notebooks(notebooks):
         raise SystemExit(f"no executed notebooks in {notebooks}: run `make run` first (it writes them there)")
-    src = out.parent / f"{out.name}-src"
-    pages = stage(notebooks, src)
+    import tempfile
+
     if out.exists():
         shutil.rmtree(out)
-    cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-E", *(["-q"] if quiet else []), str(src), str(out)]
-    done = subprocess.run(cmd)
+    scratch = out.parent / "jupyter_execute"  # MyST-NB writes its copies of the notebooks beside the output
+    had_scratch = scratch.exists()
+    with tempfile.TemporaryDirectory(prefix="rlhf-site-src-") as tmp:
+        src = Path(tmp) / "src"
+        pages = stage(notebooks, src)
+        cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-E", *(["-q"] if quiet else []), str(src), str(out)]
+        done = subprocess.run(cmd)
+    if not had_scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
     if done.returncode:
         raise SystemExit(f"sphinx-build failed ({done.returncode}): {' '.join(cmd)}")
     built = [out / f"{stem}.html" for stem, _ in pages]
