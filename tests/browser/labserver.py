@@ -34,9 +34,12 @@ LAB_SETTINGS = {
 
 
 def find_chromium() -> str | None:
-    """Debian's chromium (``apt-get install chromium``), or ``$CHROMIUM`` when set."""
-    for candidate in (os.environ.get("CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser"),
-                      "/usr/bin/chromium"):
+    """Debian's chromium (``apt-get install chromium``), or ``$CHROMIUM`` when set (only that one: set it to a
+    path that does not exist to see the browser tests skip)."""
+    chosen = os.environ.get("CHROMIUM")
+    candidates = [chosen] if chosen else [shutil.which("chromium"), shutil.which("chromium-browser"),
+                                          "/usr/bin/chromium"]
+    for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
     return None
