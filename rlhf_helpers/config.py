@@ -54,6 +54,7 @@ class ClassifierSettings:
     learning_rate: float = 5e-4
     eval_examples: int = 2500
     save_steps: int = 100
+    sampling: str = "random"  # or "group_by_length": batches of similar length, less padding computed
 
 
 @dataclass(frozen=True)

@@ -47,11 +47,12 @@ def train_classifier(preset: Preset | None = None, resume: bool = True) -> Path:
     model = AutoModelForSequenceClassification.from_pretrained(
         str(sft_path), num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID, use_safetensors=True)
     model.config.pad_token_id = tokenizer.pad_token_id
+    extend_positions(model, c.max_length)
     ckpts = checkpoint_dir(preset, "classifier")
     args = TrainingArguments(
         output_dir=str(ckpts), num_train_epochs=c.epochs, per_device_train_batch_size=c.batch_size,
         learning_rate=c.learning_rate, lr_scheduler_type="linear", warmup_steps=0.05,
-        logging_steps=10, save_steps=c.save_steps, **trainer_defaults(preset),
+        logging_steps=10, save_steps=c.save_steps, train_sampling_strategy=c.sampling, **trainer_defaults(preset),
     )
     trainer = Trainer(model=model, args=args, train_dataset=train,
                       data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
@@ -70,6 +71,21 @@ def train_classifier(preset: Preset | None = None, resume: bool = True) -> Path:
     path = save_model_artifact(preset, "classifier", model, tokenizer, meta)
     print(f"[classifier] test accuracy {acc:.1%} on {len(test)} reviews; trained in {seconds:.0f}s")
     return path
+
+
+@torch.no_grad()
+def extend_positions(model, n: int) -> None:
+    """Let a GPT-2 body read ``n`` tokens: keep its position embeddings, start the new ones as GPT-2 does
+    (normal, std ``initializer_range``). No-op for models that already reach ``n`` or have no ``wpe``."""
+    body = getattr(model, "transformer", None)
+    wpe = getattr(body, "wpe", None)
+    if wpe is None or wpe.num_embeddings >= n:
+        return
+    new = torch.nn.Embedding(n, wpe.embedding_dim)
+    new.weight.normal_(0.0, getattr(model.config, "initializer_range", 0.02))
+    new.weight[: wpe.num_embeddings] = wpe.weight
+    body.wpe = new
+    model.config.max_position_embeddings = n
 
 
 @torch.no_grad()
