@@ -48,10 +48,10 @@ class SFTSettings:
 class ClassifierSettings:
     max_length: int = 256
     truncation_side: str = "left"
-    train_examples: int = 3_500
+    train_examples: int = 5_000  # measured with the 192 x 4 body: 3,500 -> 79.8 % in 90 s; 5,000 -> 83.1 % in 134 s
     epochs: float = 1.0
     batch_size: int = 32
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-3  # 5e-4 with 5,000 reviews: 82.4 %
     eval_examples: int = 2500
     save_steps: int = 100
     sampling: str = "random"  # or "group_by_length": batches of similar length, less padding computed
