@@ -111,16 +111,17 @@ def cmd_build_all(args) -> int:
           "(interrupt any time: the same command resumes)", flush=True)
     seconds: dict[str, float] = {}
     start = time.time()
-    bar = tqdm(plan, unit="artifact", file=sys.stdout, dynamic_ncols=True,
+    bar = tqdm(total=len(plan), initial=len(plan) - len(todo), unit="artifact", file=sys.stdout, dynamic_ncols=True,
                bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed} elapsed")
     try:
-        for name, build in bar:
-            bar.set_description(f"build all [{name}]")
+        for name, build in plan:
             if name not in todo:
                 continue
+            bar.set_description(f"build all [{name}]")
             t0 = time.time()
             build(force=args.force)
             seconds[name] = time.time() - t0
+            bar.update(1)
             bar.write(f"[build all] {name}: built in {seconds[name]:.0f} s")
     except KeyboardInterrupt:
         bar.close()
