@@ -15,6 +15,7 @@ from .data import load_imdb, make_prompts
 from .models import (checkpoint_dir, ensure, last_checkpoint, load_pretrained, load_tokenizer, save_artifact,
                      save_model_artifact, trainer_defaults,
                      tokenizer_fingerprint, trainer_log)
+from .ppo import logprobs_from_logits
 from .reward import build_preference_pairs, sentiment_reward
 from .sft import ensure_sft
 
@@ -101,7 +102,7 @@ def completion_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                    use_cache=False).logits[:, :-1].float()
     targets = input_ids[:, 1:].to(device)
-    token_logps = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    token_logps = logprobs_from_logits(logits, targets)
     return (token_logps * completion_mask[:, 1:].to(device)).sum(dim=1).cpu()
 
 

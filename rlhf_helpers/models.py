@@ -126,8 +126,7 @@ def trainer_defaults(preset: Preset) -> dict[str, Any]:
 
     from . import quiet_libraries
 
-    quiet_libraries()
-    silence_known_noise()
+    quiet_libraries()  # also silence_known_noise()
 
     return {"save_total_limit": 1, "report_to": "none", "seed": preset.seed, "data_seed": preset.seed,
             "use_cpu": not torch.cuda.is_available(), "bf16": torch.cuda.is_available(),

@@ -3,7 +3,9 @@ by it, and a reward model trained on those pairs (TRL ``RewardTrainer``)."""
 from __future__ import annotations
 
 import math
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -383,13 +385,11 @@ def load_reward_model(path: str | Path):
 # the writer learning that classifier's blind spots. The second judge shares nothing with it: other data
 # (Rotten Tomatoes one-line critic snippets, not IMDB reviews), another model family (logistic regression on
 # word and word-pair presence, not a transformer) and no weights from the SFT policy. No policy trains on it.
-import re as _re
-from dataclasses import dataclass as _dataclass
 
-_WORDS = _re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[!?]")
+_WORDS = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[!?]")
 
 
-@_dataclass(frozen=True)
+@dataclass(frozen=True)
 class SecondJudgeSettings:
     """Settings of the bag-of-words judge (seconds to train on a CPU)."""
 
