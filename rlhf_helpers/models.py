@@ -118,10 +118,30 @@ def silence_known_noise() -> None:
         hf_trainer.PrinterCallback = QuietPrinterCallback
 
 
-def trainer_defaults(preset: Preset) -> dict[str, Any]:
+def cpu_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX tiles).
+
+    There, bf16 autocast makes the supervised stages (SFT, classifier, reward model) about 1.7x faster
+    (measured: one SFT step 0.25 s -> 0.15 s on 2 cores); on other CPUs bf16 is emulated and slower than
+    fp32, so they stay in fp32. ``RLHF_CPU_BF16=0`` (or ``1``) overrides the check."""
+    choice = os.environ.get("RLHF_CPU_BF16", "").strip()
+    if choice in ("0", "1"):
+        return choice == "1"
+    import torch
+
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def trainer_defaults(preset: Preset, mixed_precision: bool = False) -> dict[str, Any]:
     """Settings every transformers/TRL trainer here shares: seeded, no loggers, one checkpoint kept,
-    bf16 only on a GPU (TRL would otherwise turn it on on a CPU too), no gradient checkpointing, and the
-    known-harmless library noise silenced (:func:`silence_known_noise`)."""
+    no gradient checkpointing, and the known-harmless library noise silenced (:func:`silence_known_noise`).
+
+    Precision: bf16 on a GPU. On a CPU, fp32 unless ``mixed_precision`` (the supervised stages ask for it)
+    and the CPU has native bf16 (:func:`cpu_bf16`); the weights stay fp32 either way (autocast), and the
+    RL stages always score their log-probabilities in fp32."""
     import torch
 
     from . import quiet_libraries
@@ -129,7 +149,8 @@ def trainer_defaults(preset: Preset) -> dict[str, Any]:
     quiet_libraries()  # also silence_known_noise()
 
     return {"save_total_limit": 1, "report_to": "none", "seed": preset.seed, "data_seed": preset.seed,
-            "use_cpu": not torch.cuda.is_available(), "bf16": torch.cuda.is_available(),
+            "use_cpu": not torch.cuda.is_available(),
+            "bf16": torch.cuda.is_available() or (mixed_precision and cpu_bf16()),
             "dataloader_num_workers": 0,
             # TRL turns gradient (activation) checkpointing on by default, via the deprecated name, which also
             # printed a FutureWarning per trainer: it recomputes every activation in the backward pass (about a

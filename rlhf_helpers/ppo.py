@@ -261,8 +261,15 @@ def query_response_batch(queries: Sequence[torch.Tensor], responses: Sequence[to
 
 
 def _make_accelerator():
-    """bf16 on a GPU, plain fp32 on a CPU (the same choice ``models.trainer_defaults`` makes for TRL)."""
+    """bf16 on a GPU, plain fp32 on a CPU: PPO's ratios and KL are log-probability differences, kept in fp32.
+
+    accelerate keeps one process-wide state; an earlier trainer in the same kernel (SFT, classifier and reward
+    model train under bf16 autocast where the CPU has it) would refuse a different precision, so the state is
+    reset first, as every ``transformers.TrainingArguments`` does when it is created."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
 
     return Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no", cpu=not torch.cuda.is_available())
 

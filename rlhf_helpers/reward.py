@@ -54,7 +54,8 @@ def train_classifier(preset: Preset | None = None, resume: bool = True) -> Path:
     args = TrainingArguments(
         output_dir=str(ckpts), num_train_epochs=c.epochs, per_device_train_batch_size=c.batch_size,
         learning_rate=c.learning_rate, lr_scheduler_type="linear", warmup_steps=0.05,
-        logging_steps=10, save_steps=c.save_steps, train_sampling_strategy=c.sampling, **trainer_defaults(preset),
+        logging_steps=10, save_steps=c.save_steps, train_sampling_strategy=c.sampling,
+        **trainer_defaults(preset, mixed_precision=True),
     )
     trainer = Trainer(model=model, args=args, train_dataset=train,
                       data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
@@ -259,7 +260,27 @@ def build_preference_pairs(policy, tokenizer, prompts: Sequence[str], reward: Se
     if samples_per_prompt < 2:
         raise ValueError("samples_per_prompt must be at least 2")
     cands, sc = sample_candidates(policy, tokenizer, prompts, reward, samples_per_prompt, min_len, max_len, seed)
-    return rank_pairs(prompts, cands, sc, margin=margin)
+    pairs = rank_pairs(prompts, cands, sc, margin=margin)
+    return pairs.select(np.flatnonzero(token_boundary_ok(tokenizer, pairs)))
+
+
+def token_boundary_ok(tokenizer, pairs) -> np.ndarray:
+    """Per pair: do the prompt's tokens stay a prefix of prompt + chosen and of prompt + rejected?
+
+    A response sampled token by token can start inside the prompt's last word ("Despite the acclaim" +
+    "es ..."); written back as text and tokenized again, the boundary token merges ("acclaimes"), so a
+    trainer that splits prompt and completion by tokens (TRL's DPO and reward trainers) would train on a
+    context the policy never saw (TRL warns "The tokenized prompt is not a prefix ..."). The few such
+    pairs (2-3 % here) are dropped instead.
+    """
+    if len(pairs) == 0:
+        return np.ones(0, dtype=bool)
+    prompt_ids = tokenizer(list(pairs["prompt"]))["input_ids"]
+    ok = np.ones(len(prompt_ids), dtype=bool)
+    for key in ("chosen", "rejected"):
+        full_ids = tokenizer([p + c for p, c in zip(pairs["prompt"], pairs[key])])["input_ids"]
+        ok &= np.array([f[:len(q)] == q for q, f in zip(prompt_ids, full_ids)], dtype=bool)
+    return ok
 
 
 def sample_candidates(policy, tokenizer, prompts: Sequence[str], reward: SentimentReward, samples_per_prompt: int = 2,
@@ -347,7 +368,7 @@ def train_reward_model(preset: Preset | None = None, resume: bool = True) -> Pat
         output_dir=str(ckpts), max_steps=r.max_steps, per_device_train_batch_size=r.batch_size,
         learning_rate=r.learning_rate, max_length=r.max_length, logging_steps=max(1, min(10, r.max_steps // 10)),
         save_steps=r.save_steps, lr_scheduler_type="cosine", warmup_steps=max(1, r.max_steps // 20),
-        **trainer_defaults(preset),
+        **trainer_defaults(preset, mixed_precision=True),
     )
     train = pairs["train"].select_columns(["prompt", "chosen", "rejected"])
     trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)

@@ -68,6 +68,27 @@ def perplexity(model, tokenizer, texts: list[str], max_length: int = 64, batch_s
     return math.exp(total_nll / max(total_tokens, 1))
 
 
+def model_loss_sft_trainer():
+    """TRL's ``SFTTrainer`` with the model's own next-token loss (the ``transformers.Trainer`` default).
+
+    TRL 1.16 computes the SFT loss through a chunked "fused" LM head that never holds the full logits and
+    also logs entropy and token accuracy: worth it for a 150k-token vocabulary on a GPU, but on a CPU with
+    our 4,096-token vocabulary it recomputes the head in the backward pass and costs more than it saves
+    (measured, 2 cores, 32 x 64 tokens: 0.37 s per step with it, 0.25 s without; 0.27 s vs 0.15 s in bf16).
+    Same loss (mean next-token cross-entropy over the non-padding tokens), same data, same schedule.
+    """
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class _ModelLossSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs = {**inputs, "use_cache": False}
+            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    return _ModelLossSFTTrainer
+
+
 def train_sft(preset: Preset | None = None, resume: bool = True) -> Path:
     """Train the policy with TRL's SFTTrainer and save it as the ``sft`` artifact (resumable)."""
     from datasets import Dataset
@@ -86,9 +107,11 @@ def train_sft(preset: Preset | None = None, resume: bool = True) -> Path:
         output_dir=str(ckpts), max_steps=s.max_steps, per_device_train_batch_size=s.batch_size,
         learning_rate=s.learning_rate, lr_scheduler_type="cosine", warmup_steps=s.warmup_steps,
         max_length=s.max_length, logging_steps=max(1, min(10, s.max_steps // 10)), save_steps=s.save_steps,
-        packing=s.packing, disable_tqdm=False, save_only_model=False, **trainer_defaults(preset),
+        packing=s.packing, disable_tqdm=False, save_only_model=False,
+        **trainer_defaults(preset, mixed_precision=True),
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
+    trainer_class = SFTTrainer if torch.cuda.is_available() else model_loss_sft_trainer()
+    trainer = trainer_class(model=model, args=args, train_dataset=train, processing_class=tokenizer)
     resume_from = last_checkpoint(ckpts) if resume else None
     if resume_from:
         print(f"[sft] resuming from {resume_from}")
