@@ -30,6 +30,22 @@ def ppo_phases(history: list[dict], total_seconds: float) -> dict[str, float]:
             "update (epochs x minibatches)": upd, "other (setup, decode, saving)": total_seconds - gen - score - exp - upd}
 
 
+def ppo_phase_flops(history: list[dict], policy_config, classifier_config, ppo_epochs: int) -> dict[str, float]:
+    """Useful FLOPs of each phase, from the real (unpadded) tokens of every step: 2 N per token for a forward
+    (generation: prompt pass + one token at a time; scoring: the classifier's body; the no-grad pass: policy
+    and reference), 6 N per token for each forward+backward of the update. N = the weights a token passes
+    through (``profile_stages.matmul_params``); attention and the value head's single row are left out."""
+    from profile_stages import matmul_params
+
+    n_policy = matmul_params(policy_config)
+    n_clf = 12 * classifier_config.n_layer * classifier_config.n_embd ** 2 if hasattr(classifier_config, "n_layer") \
+        else 0
+    tokens = sum(h["batch_size"] * (h["query_len"] + h["response_len"]) for h in history)
+    return {"generate": 2 * n_policy * tokens, "score (classifier)": 2 * n_clf * tokens,
+            "old/ref log-probs + values (one no-grad pass)": 2 * 2 * n_policy * tokens,
+            "update (epochs x minibatches)": ppo_epochs * 6 * n_policy * tokens}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="tiny")
@@ -62,6 +78,15 @@ def main() -> None:
     seconds = time.time() - t0
     results["PPO (ours)"] = {"episodes": steps * cfg.batch_size, "seconds": seconds, "folder": work / "ppo"}
     phases = ppo_phases(history, seconds)
+    from profile_stages import flops_probe
+    from transformers import AutoConfig
+
+    for h in history:
+        h.setdefault("batch_size", cfg.batch_size)
+    phase_flops = ppo_phase_flops(history, AutoConfig.from_pretrained(sft), AutoConfig.from_pretrained(classifier),
+                                  cfg.ppo_epochs)
+    probe = flops_probe()
+    peak = max(v for k, v in probe.items() if k.startswith("matmul")) * 1e9  # PPO runs in fp32
 
     # --- TRL GRPO and RLOO, same SFT policy, same reward, same episode budget --------------
     home = work / "home"
@@ -102,9 +127,22 @@ def main() -> None:
     table = header + "".join(
         f"| {r['method']} | {r['episodes']} | {r['seconds']} | {r['episodes_per_s'] or '-'} | {r['heldout_reward']} | "
         f"{r['positive_fraction']:.1%} | {r['kl']} |\n" for r in rows)
-    phase_table = "\n| PPO phase | seconds | share |\n|---|---|---|\n" + "".join(
-        f"| {name} | {sec:.1f} | {sec / seconds_ppo:.0%} |\n" for name, sec in phases.items())
-    (RESULTS / "ppo.json").write_text(json.dumps({"meta": meta, "rows": rows, "ppo_phases_s": phases}, indent=2))
+    def flops_cells(name: str, sec: float) -> str:
+        if name not in phase_flops or sec <= 0:
+            return "- | -"
+        achieved = phase_flops[name] / sec
+        return f"{achieved / 1e9:.1f} | {achieved / peak:.0%}"
+
+    phase_table = ("\n| PPO phase | seconds | share | achieved GFLOP/s | fraction of the machine's fp32 matmul |\n"
+                   "|---|---|---|---|---|\n") + "".join(
+        f"| {name} | {sec:.1f} | {sec / seconds_ppo:.0%} | {flops_cells(name, sec)} |\n" for name, sec in phases.items())
+    probe_line = ("\nMachine probe (fp32 matmul, best of ~2 s, " + f"{probe['threads']} threads): "
+                  + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in probe.items() if k.startswith("matmul")) + "\n")
+    phase_table += probe_line
+    meta["probe_GFLOPs"] = probe
+    (RESULTS / "ppo.json").write_text(json.dumps({"meta": meta, "rows": rows, "ppo_phases_s": phases,
+                                                  "ppo_phase_GFLOP": {k: v / 1e9 for k, v in phase_flops.items()}},
+                                                 indent=2))
     (RESULTS / "ppo.md").write_text(table + phase_table)
     print(table + phase_table)
     shutil.rmtree(work, ignore_errors=True)

@@ -57,23 +57,27 @@ def section(label: str):
     TIMES[label] += time.perf_counter() - t0
 
 
-def flops_probe(seconds: float = 2.0) -> dict[str, float]:
-    """Matmul GFLOP/s of this machine (fp32, torch's default threads): a big square and a tiny-model shape."""
+def flops_probe(seconds: float = 2.0, dtypes: tuple[str, ...] = ("fp32",)) -> dict[str, float]:
+    """Matmul GFLOP/s of this machine (torch's default threads): a big square and a tiny-model shape, in fp32
+    and, with ``dtypes=("fp32", "bf16")``, in bfloat16 (what the supervised stages use where the CPU has it)."""
     import torch
 
     out = {}
-    for label, (m, k, n) in {"matmul 1024x1024x1024": (1024, 1024, 1024),
-                             "matmul 2048x256x1024 (tiny-model shape)": (2048, 256, 1024)}.items():
-        a, b = torch.randn(m, k), torch.randn(k, n)
-        for _ in range(3):
-            a @ b
-        best, t_end = 0.0, time.perf_counter() + seconds
-        while time.perf_counter() < t_end:
-            t0 = time.perf_counter()
-            for _ in range(5):
+    shapes = {"matmul 1024x1024x1024": (1024, 1024, 1024),
+              "matmul 2048x256x1024 (tiny-model shape)": (2048, 256, 1024)}
+    for dtype in dtypes:
+        torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+        for label, (m, k, n) in shapes.items():
+            a, b = torch.randn(m, k, dtype=torch_dtype), torch.randn(k, n, dtype=torch_dtype)
+            for _ in range(3):
                 a @ b
-            best = max(best, 5 * 2 * m * k * n / (time.perf_counter() - t0))
-        out[label] = best / 1e9
+            best, t_end = 0.0, time.perf_counter() + seconds
+            while time.perf_counter() < t_end:
+                t0 = time.perf_counter()
+                for _ in range(5):
+                    a @ b
+                best = max(best, 5 * 2 * m * k * n / (time.perf_counter() - t0))
+            out[label if dtype == "fp32" else f"{dtype} {label}"] = best / 1e9
     out["threads"] = torch.get_num_threads()
     return out
 
@@ -125,9 +129,15 @@ def main(argv: list[str] | None = None) -> dict:
     from rlhf_helpers.models import read_meta
 
     full = get_preset(a.preset)
-    probe = flops_probe()
-    peak = max(v for k, v in probe.items() if k.startswith("matmul")) * 1e9
-    report: dict = {"probe_GFLOPs": probe, "preset": full.name, "stages": {}}
+    from rlhf_helpers.models import cpu_bf16
+
+    bf16 = cpu_bf16() and not torch.cuda.is_available()
+    probe = flops_probe(dtypes=("fp32", "bf16") if bf16 else ("fp32",))
+    peak = max(v for k, v in probe.items() if k.startswith("matmul")) * 1e9  # fp32: DPO, generation
+    # SFT and the classifier train under bf16 autocast where the CPU multiplies bf16 natively
+    peak_supervised = max(v for k, v in probe.items() if k.startswith("bf16 matmul")) * 1e9 if bf16 else peak
+    report: dict = {"probe_GFLOPs": probe, "preset": full.name, "supervised_precision": "bf16" if bf16 else "fp32",
+                    "stages": {}}
 
     # every kind of work, wrapped once (outermost call timed)
     wrap(sft, "load_imdb", "data prep: load IMDB")
@@ -163,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
     scale = s.max_steps / a.sft_steps
     report["stages"]["sft"] = {"times": times, "steps_run": a.sft_steps, "full_steps": s.max_steps,
                                "tokens_per_s": tokens / loop, "achieved_GFLOPs": fl / loop / 1e9,
-                               "fraction_of_probe": fl / loop / peak,
+                               "fraction_of_probe": fl / loop / peak_supervised,
                                "full_run_estimate_s": times["total"] + loop * (scale - 1),
                                "params_M": sum(p.numel() for p in transformers.AutoModelForCausalLM.from_pretrained(
                                    path).parameters()) / 1e6}
@@ -181,6 +191,9 @@ def main(argv: list[str] | None = None) -> dict:
     tok.truncation_side = c.truncation_side
     texts = list(reward.load_imdb(short_c)["train"].shuffle(seed=full.seed).select(range(a.classifier_examples))["text"])
     lens = [len(x) for x in tok(texts, truncation=True, max_length=c.max_length)["input_ids"]]
+    if c.sampling == "group_by_length":  # transformers' LengthGroupedSampler: sorted within mega-batches of 50
+        mega = 50 * c.batch_size
+        lens = [n for i in range(0, len(lens), mega) for n in sorted(lens[i:i + mega], reverse=True)]
     padded = sum(max(lens[i:i + c.batch_size]) * len(lens[i:i + c.batch_size]) for i in range(0, len(lens),
                                                                                              c.batch_size))
     fl = train_flops(model_cfg, padded, c.max_length, head=False)
@@ -188,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
     report["stages"]["classifier"] = {
         "times": times, "examples_run": a.classifier_examples, "full_examples": c.train_examples,
         "real_tokens": sum(lens), "padded_tokens": padded, "padding_waste": 1 - sum(lens) / padded,
-        "achieved_GFLOPs": fl / loop / 1e9, "fraction_of_probe": fl / loop / peak,
+        "achieved_GFLOPs": fl / loop / 1e9, "fraction_of_probe": fl / loop / peak_supervised,
         "full_run_estimate_s": times["total"] + loop * (scale - 1)}
 
     # ---- pairs (generation + scoring), then DPO pairs
@@ -262,7 +275,7 @@ def to_markdown(report: dict, a) -> str:
              f"{a.classifier_examples} reviews, {a.pair_prompts} pair prompts, DPO {a.dpo_steps} steps, β sweep "
              f"{a.betas}), {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, load average "
              f"{os.getloadavg()[0]:.1f} at the end.", "",
-             "Machine probe (fp32 matmul, best of ~2 s, torch threads "
+             "Machine probe (matmul, best of ~2 s, torch threads "
              f"{probe['threads']}): " + ", ".join(f"{k} **{v:.1f} GFLOP/s**" for k, v in probe.items()
                                                     if k.startswith("matmul")), "",
              "Seconds per kind of work in each short run (\"other\" = the rest: model set-up, Python):", "",
@@ -274,7 +287,9 @@ def to_markdown(report: dict, a) -> str:
         est = st.get("full_run_estimate_s")
         lines.append(f"| {name} | " + " | ".join(f"{t[k]:.1f}" if k in t else "-" for k in ORDER)
                      + f" | {other:.1f} | {t['total']:.1f} | {'-' if est is None else f'{est:.0f} s'} |")
-    lines += ["", "Achieved FLOP/s of the training loops (and of generation), as a fraction of the probe's best:", "",
+    lines += ["", "Achieved FLOP/s of the training loops (and of generation), as a fraction of the probe's best in "
+              f"the stage's precision (SFT and classifier: {report['supervised_precision']}; DPO and generation: "
+              "fp32):", "",
               "| stage | achieved GFLOP/s | fraction of probe | note |", "|---|---|---|---|"]
     st = report["stages"]
     lines.append(f"| SFT | {st['sft']['achieved_GFLOPs']:.1f} | {st['sft']['fraction_of_probe']:.0%} | "

@@ -135,6 +135,19 @@ def cpu_bf16() -> bool:
         return False
 
 
+def precision_label(mixed_precision: bool = False) -> str:
+    """What :func:`trainer_defaults` chooses on this machine, in words (the training cells print it)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16 autocast on the GPU"
+    if mixed_precision and cpu_bf16():
+        return "bf16 autocast (this CPU multiplies bf16 natively; weights stay fp32)"
+    if mixed_precision:
+        return "fp32 (this CPU has no native bf16, where bf16 would be slower; RLHF_CPU_BF16=1 forces it)"
+    return "fp32"
+
+
 def trainer_defaults(preset: Preset, mixed_precision: bool = False) -> dict[str, Any]:
     """Settings every transformers/TRL trainer here shares: seeded, no loggers, one checkpoint kept,
     no gradient checkpointing, and the known-harmless library noise silenced (:func:`silence_known_noise`).

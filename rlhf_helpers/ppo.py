@@ -475,6 +475,7 @@ class PPOTrainer:
             "kl_coef": kl_coef_used,
             "reward_mean": self._global_mean(batch["rewards"].sum(1).mean().item()),
             "response_len": float(mask.sum(1).mean().item()),
+            "query_len": float(np.mean([len(q) for q in queries])),
             **update_stats,
             "time_forward_s": t_forward,
             "time_optimize_s": t_optimize,

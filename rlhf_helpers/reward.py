@@ -15,8 +15,8 @@ import torch
 from .config import Preset, get_preset, pick_device, set_seed
 from .data import LengthSampler, load_imdb, make_prompts
 from .models import (ArtifactError, checkpoint_dir, ensure, last_checkpoint, load_classifier, load_pretrained,
-                     load_tokenizer, read_meta, save_artifact, save_model_artifact, trainer_defaults, stage_dir,
-                     tokenizer_fingerprint, trainer_log)
+                     load_tokenizer, precision_label, read_meta, save_artifact, save_model_artifact, trainer_defaults,
+                     stage_dir, tokenizer_fingerprint, trainer_log)
 from .sft import ensure_sft, ensure_tokenizer
 
 ID2LABEL = {0: "NEGATIVE", 1: "POSITIVE"}
@@ -29,7 +29,7 @@ LABEL2ID = {v: k for k, v in ID2LABEL.items()}
 def train_classifier(preset: Preset | None = None, resume: bool = True) -> Path:
     """Tiny preset: a GPT-2 sequence classifier started from the SFT policy (as InstructGPT starts its
     reward model from the SFT model), trained on IMDB labels with the transformers ``Trainer``."""
-    from datasets import Dataset
+    from datasets import concatenate_datasets
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
 
     preset = preset or get_preset()
@@ -41,6 +41,10 @@ def train_classifier(preset: Preset | None = None, resume: bool = True) -> Path:
     tokenizer.truncation_side = c.truncation_side
     imdb = load_imdb(preset)
     train = imdb["train"].shuffle(seed=preset.seed).select(range(min(c.train_examples, len(imdb["train"]))))
+    if c.opening_examples:
+        train = concatenate_datasets([train, review_openings(train.select(range(min(c.opening_examples, len(train)))),
+                                                             tokenizer, c.opening_tokens, seed=preset.seed)])
+        train = train.shuffle(seed=preset.seed)
 
     def encode(batch):
         return tokenizer(batch["text"], truncation=True, max_length=c.max_length)
@@ -59,6 +63,7 @@ def train_classifier(preset: Preset | None = None, resume: bool = True) -> Path:
     )
     trainer = Trainer(model=model, args=args, train_dataset=train,
                       data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
+    print(f"[classifier] precision: {precision_label(mixed_precision=True)}")
     resume_from = last_checkpoint(ckpts) if resume else None
     t0 = time.time()
     trainer.train(resume_from_checkpoint=resume_from)
@@ -66,14 +71,36 @@ def train_classifier(preset: Preset | None = None, resume: bool = True) -> Path:
     model = trainer.model.eval()
     test = imdb["test"].select(range(min(c.eval_examples, len(imdb["test"]))))
     acc = classifier_accuracy(model, tokenizer, test["text"], test["label"], max_length=c.max_length)
+    # the rater on short texts: openings of the same test reviews (labels balanced, so ~50 % is unbiased)
+    openings = review_openings(test, tokenizer, c.opening_tokens, seed=preset.seed + 1)
+    opening_acc = classifier_accuracy(model, tokenizer, openings["text"], openings["label"], max_length=c.max_length)
+    opening_pos = classifier_accuracy(model, tokenizer, openings["text"], [1] * len(openings), max_length=c.max_length)
     meta = {"settings": c.__dict__, "tokenizer": tokenizer_fingerprint(tokenizer),
             "metrics": {"test_accuracy": acc, "test_examples": len(test), "train_seconds": round(seconds, 1),
+                        "openings_accuracy": opening_acc, "openings_positive_rate": opening_pos,
+                        "test_positive_rate": sum(test["label"]) / max(len(test), 1),
                         "resumed_from": resume_from},
             "log_history": trainer_log(trainer)}
 
     path = save_model_artifact(preset, "classifier", model, tokenizer, meta)
     print(f"[classifier] test accuracy {acc:.1%} on {len(test)} reviews; trained in {seconds:.0f}s")
+    print(f"[classifier] on their openings ({c.opening_tokens[0]}-{c.opening_tokens[1]} tokens): accuracy "
+          f"{opening_acc:.1%}, called positive {opening_pos:.1%} (the reviews: {meta['metrics']['test_positive_rate']:.1%})")
     return path
+
+
+def review_openings(reviews, tokenizer, n_tokens: tuple[int, int] = (8, 24), seed: int = 0):
+    """The first k tokens of each review (k drawn between ``n_tokens``), labelled as the whole review: short
+    texts like the ones the rater will judge (a prompt plus a short response)."""
+    from datasets import Dataset
+
+    lo, hi = n_tokens
+    if not 1 <= lo <= hi:
+        raise ValueError(f"opening_tokens must be 1 <= min <= max, got {n_tokens}")
+    rng = np.random.default_rng([seed, 7])
+    ids = [x[:hi] for x in tokenizer([t[: hi * 16] for t in reviews["text"]])["input_ids"]]
+    texts = [tokenizer.decode(x[: int(rng.integers(lo, hi + 1))]) for x in ids]
+    return Dataset.from_dict({"text": texts, "label": list(reviews["label"])}).cast(reviews.features)
 
 
 @torch.no_grad()
@@ -372,6 +399,7 @@ def train_reward_model(preset: Preset | None = None, resume: bool = True) -> Pat
     )
     train = pairs["train"].select_columns(["prompt", "chosen", "rejected"])
     trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
+    print(f"[reward model] precision: {precision_label(mixed_precision=True)}")
     resume_from = last_checkpoint(ckpts) if resume else None
     t0 = time.time()
     trainer.train(resume_from_checkpoint=resume_from)

@@ -10,7 +10,8 @@ import torch
 from .config import Preset, get_preset, set_seed
 from .data import load_imdb
 from .models import (checkpoint_dir, ensure, last_checkpoint, load_causal_lm, load_tokenizer, model_dir,
-                     save_artifact, save_model_artifact, trainer_defaults, tokenizer_fingerprint, trainer_log)
+                     precision_label, save_artifact, save_model_artifact, trainer_defaults, tokenizer_fingerprint,
+                     trainer_log)
 
 
 def ensure_tokenizer(preset: Preset | None = None, force: bool = False):
@@ -113,6 +114,7 @@ def train_sft(preset: Preset | None = None, resume: bool = True) -> Path:
     trainer_class = SFTTrainer if torch.cuda.is_available() else model_loss_sft_trainer()
     trainer = trainer_class(model=model, args=args, train_dataset=train, processing_class=tokenizer)
     resume_from = last_checkpoint(ckpts) if resume else None
+    print(f"[sft] precision: {precision_label(mixed_precision=True)}")
     if resume_from:
         print(f"[sft] resuming from {resume_from}")
     t0 = time.time()

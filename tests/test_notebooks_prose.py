@@ -1,7 +1,7 @@
 """Numbers that stay true on the learner's machine (TEAM convention 2): no markdown line quotes a measured
 figure with 3+ significant digits ("91.4 %", "188.7", "0.312", "207 s") outside a reference-run callout,
 
-    > **Reference run** (tiny, 2-core CPU, fp32): PPO reaches roughly 90–95 % positive at a KL of 5–7 nats.
+    > **Reference run** (tiny, 2-core CPU): PPO reaches roughly 90–95 % positive at a KL of 5–7 nats.
 
 Print the figure from the run in a code cell instead, or give a range in such a callout. Worked maths is fine:
 numbers inside `code spans`, ```fenced code```, $inline$ and $$display$$ maths are not checked, nor section
@@ -106,7 +106,7 @@ def test_metric_quotes(text, expected):
 
 
 def test_reference_run_callouts_and_maths_blocks_are_allowed():
-    md = ("> **Reference run** (tiny, 2-core CPU, fp32): loss falls from about 7.97\n"
+    md = ("> **Reference run** (tiny, 2-core CPU): loss falls from about 7.97\n"
           "> to 5.23 over 600 steps.\n"
           "\n"
           "$$\n\\sigma(1.5) = 0.818\n$$\n"
@@ -126,4 +126,4 @@ def test_no_measured_figures_in_prose(path, request):
     bad = [f"c{i}: {v}" for i, cell in enumerate(nb.cells) if cell.cell_type == "markdown"
            for v in violations(cell.source)]
     assert not bad, (f"{path.name} quotes measured figures in prose; print them from the run, or use a "
-                     "'> **Reference run** (tiny, 2-core CPU, fp32): ...' callout with ranges:\n  " + "\n  ".join(bad))
+                     "'> **Reference run** (tiny, 2-core CPU): ...' callout with ranges:\n  " + "\n  ".join(bad))
