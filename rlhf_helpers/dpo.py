@@ -16,7 +16,7 @@ from .models import (checkpoint_dir, ensure, last_checkpoint, load_pretrained, l
                      save_model_artifact, trainer_defaults,
                      tokenizer_fingerprint, trainer_log)
 from .ppo import logprobs_from_logits
-from .reward import build_preference_pairs, sentiment_reward
+from .reward import build_preference_pairs, require_pairs, sentiment_reward
 from .sft import ensure_sft
 
 
@@ -32,6 +32,7 @@ def ensure_dpo_pairs(preset: Preset | None = None, force: bool = False):
         prompts = make_prompts(load_imdb(preset)["train"], tok, seed=preset.seed + 11, limit=d.n_prompts)["prompt"]
         pairs = build_preference_pairs(policy, tok, prompts, sentiment_reward(preset), d.samples_per_prompt,
                                        d.margin, preset.pairs.min_len, preset.pairs.max_len, seed=preset.seed + 11)
+        require_pairs(pairs, "preset.dpo")
         meta = {"settings": d.__dict__, "metrics": {"pairs": len(pairs), "prompts": len(prompts)}}
         return save_artifact(preset, "dpo_pairs", lambda f: pairs.save_to_disk(str(f)), meta)
 

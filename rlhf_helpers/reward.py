@@ -288,7 +288,15 @@ def build_preference_pairs(policy, tokenizer, prompts: Sequence[str], reward: Se
         raise ValueError("samples_per_prompt must be at least 2")
     cands, sc = sample_candidates(policy, tokenizer, prompts, reward, samples_per_prompt, min_len, max_len, seed)
     pairs = rank_pairs(prompts, cands, sc, margin=margin)
-    return pairs.select(np.flatnonzero(token_boundary_ok(tokenizer, pairs)))
+    keep = np.flatnonzero(token_boundary_ok(tokenizer, pairs))
+    return pairs if len(keep) == len(pairs) else pairs.select(keep)
+
+
+def require_pairs(pairs, settings: str) -> None:
+    """Stop with the fix named when no pair passed the margin (an empty dataset cannot even be saved)."""
+    if len(pairs) == 0:
+        raise ValueError(f"no comparison pairs passed the margin: lower {settings}.margin or raise "
+                         f"{settings}.n_prompts (a barely trained classifier scores every sample alike)")
 
 
 def token_boundary_ok(tokenizer, pairs) -> np.ndarray:
@@ -342,6 +350,7 @@ def ensure_pairs(preset: Preset | None = None, force: bool = False):
             prompts = make_prompts(imdb[split], tok, seed=seed, limit=n)["prompt"]
             parts[split] = build_preference_pairs(policy, tok, prompts, reward, p.samples_per_prompt, p.margin,
                                                   p.min_len, p.max_len, seed=seed)
+            require_pairs(parts[split], "preset.pairs")
         pairs = DatasetDict(parts)
         meta = {"settings": p.__dict__, "metrics": {k: len(v) for k, v in pairs.items()}}
         return save_artifact(preset, "pairs", lambda folder: pairs.save_to_disk(str(folder)), meta)

@@ -90,3 +90,14 @@ def test_review_openings_are_short_and_keep_their_labels(stand_in_tokenizer):
     assert all(r.startswith(o.strip()[:3]) for o, r in zip(openings["text"], reviews["text"]))
     with pytest.raises(ValueError, match="opening_tokens"):
         review_openings(reviews, tok, (5, 2))
+
+
+
+def test_no_pairs_left_stops_with_the_fix_named():
+    from datasets import Dataset
+
+    from rlhf_helpers.reward import require_pairs
+
+    require_pairs(Dataset.from_dict({"prompt": ["a"], "chosen": ["b"], "rejected": ["c"]}), "preset.pairs")
+    with pytest.raises(ValueError, match=r"lower preset\.dpo\.margin"):
+        require_pairs(Dataset.from_dict({"prompt": [], "chosen": [], "rejected": []}), "preset.dpo")
