@@ -124,12 +124,15 @@ def classifier_accuracy(model, tokenizer, texts: Sequence[str], labels: Sequence
     """Fraction of reviews whose argmax label (by name) matches the true label (1 = positive)."""
     pos = positive_index(model.config)
     device = next(model.parameters()).device
+    texts, labels = list(texts), list(labels)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths together: less padding
     correct = 0
-    for i in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[i:i + batch_size]), return_tensors="pt", padding=True, truncation=True,
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
                         max_length=max_length).to(device)
         pred_pos = model(**enc).logits.argmax(-1).cpu() == pos
-        correct += (pred_pos == torch.tensor(labels[i:i + batch_size]).bool()).sum().item()
+        correct += (pred_pos == torch.tensor([labels[i] for i in idx]).bool()).sum().item()
     return correct / len(texts)
 
 
