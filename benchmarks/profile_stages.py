@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     bf16 = cpu_bf16() and not torch.cuda.is_available()
     probe = flops_probe(dtypes=("fp32", "bf16") if bf16 else ("fp32",))
-    peak = max(v for k, v in probe.items() if k.startswith("matmul")) * 1e9  # fp32: DPO, generation
-    # SFT and the classifier train under bf16 autocast where the CPU multiplies bf16 natively
+    peak = max(v for k, v in probe.items() if k.startswith("matmul")) * 1e9  # fp32: generation
+    # SFT, the classifier and DPO train under bf16 autocast where the CPU multiplies bf16 natively
     peak_supervised = max(v for k, v in probe.items() if k.startswith("bf16 matmul")) * 1e9 if bf16 else peak
     report: dict = {"probe_GFLOPs": probe, "preset": full.name, "supervised_precision": "bf16" if bf16 else "fp32",
                     "stages": {}}
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
                                      "full_prompts": d.n_prompts,
                                      "full_run_estimate_s": pair_times["total"] * d.n_prompts / a.pair_prompts}
     report["stages"]["dpo"] = {"times": times, "steps_run": a.dpo_steps, "full_steps": d.max_steps,
-                               "achieved_GFLOPs": fl / loop / 1e9, "fraction_of_probe": fl / loop / peak,
+                               "achieved_GFLOPs": fl / loop / 1e9, "fraction_of_probe": fl / loop / peak_supervised,
                                "full_run_estimate_s": times["total"] + loop * (d.max_steps / a.dpo_steps - 1)}
 
     # ---- the beta sweep of notebook 04: one short DPO per beta (each a full trainer set-up + save)
@@ -289,7 +289,7 @@ def to_markdown(report: dict, a) -> str:
         lines.append(f"| {name} | " + " | ".join(f"{t[k]:.1f}" if k in t else "-" for k in ORDER)
                      + f" | {other:.1f} | {t['total']:.1f} | {'-' if est is None else f'{est:.0f} s'} |")
     lines += ["", "Achieved FLOP/s of the training loops (and of generation), as a fraction of the probe's best in "
-              f"the stage's precision (SFT and classifier: {report['supervised_precision']}; DPO and generation: "
+              f"the stage's precision (SFT, classifier and DPO: {report['supervised_precision']}; generation: "
               "fp32):", "",
               "| stage | achieved GFLOP/s | fraction of probe | note |", "|---|---|---|---|"]
     st = report["stages"]
