@@ -30,7 +30,8 @@ def ppo_phases(history: list[dict], total_seconds: float) -> dict[str, float]:
             "update (epochs x minibatches)": upd, "other (setup, decode, saving)": total_seconds - gen - score - exp - upd}
 
 
-def ppo_phase_flops(history: list[dict], policy_config, classifier_config, ppo_epochs: int) -> dict[str, float]:
+def ppo_phase_flops(history: list[dict], batch_size: int, policy_config, classifier_config,
+                    ppo_epochs: int) -> dict[str, float]:
     """Useful FLOPs of each phase, from the real (unpadded) tokens of every step: 2 N per token for a forward
     (generation: prompt pass + one token at a time; scoring: the classifier's body; the no-grad pass: policy
     and reference), 6 N per token for each forward+backward of the update. N = the weights a token passes
@@ -38,12 +39,13 @@ def ppo_phase_flops(history: list[dict], policy_config, classifier_config, ppo_e
     from profile_stages import matmul_params
 
     n_policy = matmul_params(policy_config)
-    n_clf = 12 * classifier_config.n_layer * classifier_config.n_embd ** 2 if hasattr(classifier_config, "n_layer") \
-        else 0
-    tokens = sum(h["batch_size"] * (h["query_len"] + h["response_len"]) for h in history)
-    return {"generate": 2 * n_policy * tokens, "score (classifier)": 2 * n_clf * tokens,
-            "old/ref log-probs + values (one no-grad pass)": 2 * 2 * n_policy * tokens,
-            "update (epochs x minibatches)": ppo_epochs * 6 * n_policy * tokens}
+    tokens = sum(batch_size * (h["query_len"] + h["response_len"]) for h in history)
+    flops = {"generate": 2 * n_policy * tokens,
+             "old/ref log-probs + values (one no-grad pass)": 2 * 2 * n_policy * tokens,
+             "update (epochs x minibatches)": ppo_epochs * 6 * n_policy * tokens}
+    if classifier_config.model_type == "gpt2":  # tiny's classifier: a GPT-2 body (its score head is one row)
+        flops["score (classifier)"] = 2 * 12 * classifier_config.n_layer * classifier_config.n_embd ** 2 * tokens
+    return flops
 
 
 def main() -> None:
@@ -81,10 +83,8 @@ def main() -> None:
     from profile_stages import flops_probe
     from transformers import AutoConfig
 
-    for h in history:
-        h.setdefault("batch_size", cfg.batch_size)
-    phase_flops = ppo_phase_flops(history, AutoConfig.from_pretrained(sft), AutoConfig.from_pretrained(classifier),
-                                  cfg.ppo_epochs)
+    phase_flops = ppo_phase_flops(history, cfg.batch_size, AutoConfig.from_pretrained(sft),
+                                  AutoConfig.from_pretrained(classifier), cfg.ppo_epochs)
     probe = flops_probe()
     peak = max(v for k, v in probe.items() if k.startswith("matmul")) * 1e9  # PPO runs in fp32
 

@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     wrap(transformers.Trainer, "train", "training loop (forward/backward/optimizer)")
     wrap(sft, "perplexity", "evaluation")
     wrap(reward, "classifier_accuracy", "evaluation")
+    wrap(reward, "classifier_says_positive", "evaluation")
     wrap(sft, "save_model_artifact", "saving")
     wrap(reward, "save_model_artifact", "saving")
     wrap(reward, "save_artifact", "saving")

@@ -57,10 +57,12 @@ class ClassifierSettings:
     eval_examples: int = 2500
     save_steps: int = 100
     sampling: str = "group_by_length"  # batches of similar length: less padding computed (or "random")
-    # The rater judges review *openings* (prompt + 6-14 tokens), but reviews teach it on their last 256 tokens.
-    # Alone, that left its verdict on short texts arbitrary: three classifiers of 85-86 % called 24 %, 49 % and
-    # 84 % of the same SFT samples positive. So it also learns from this many openings (the first 8-24 tokens of
-    # a training review, with that review's label): on short, undecided text it learns to stay near 50/50.
+    # The rater judges review *openings* (prompt + 6-14 tokens) but learns from the last 256 tokens of reviews,
+    # which leaves its verdict on short texts arbitrary: three classifiers of 85-86 % called 24 %, 49 % and 84 %
+    # of the same SFT samples positive. Option (off): also train on this many openings (the first 8-24 tokens of
+    # a training review, with its label). Measured with 11,000 + 11,000: fairer on openings (46 % of balanced
+    # openings called positive, against 27 % for the default) but 82.2 % on full reviews (docs/tuning.md).
+    # The openings of the test reviews are always used to report that bias.
     opening_examples: int = 0
     opening_tokens: tuple[int, int] = (8, 24)
 

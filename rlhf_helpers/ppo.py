@@ -263,8 +263,8 @@ def query_response_batch(queries: Sequence[torch.Tensor], responses: Sequence[to
 def _make_accelerator():
     """bf16 on a GPU, plain fp32 on a CPU: PPO's ratios and KL are log-probability differences, kept in fp32.
 
-    accelerate keeps one process-wide state; an earlier trainer in the same kernel (SFT, classifier and reward
-    model train under bf16 autocast where the CPU has it) would refuse a different precision, so the state is
+    accelerate keeps one process-wide state; an earlier trainer in the same kernel (SFT, classifier, reward
+    model and DPO train under bf16 autocast where the CPU has it) would refuse a different precision, so the state is
     reset first, as every ``transformers.TrainingArguments`` does when it is created."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState

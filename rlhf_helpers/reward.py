@@ -73,8 +73,9 @@ def train_classifier(preset: Preset | None = None, resume: bool = True) -> Path:
     acc = classifier_accuracy(model, tokenizer, test["text"], test["label"], max_length=c.max_length)
     # the rater on short texts: openings of the same test reviews (labels balanced, so ~50 % is unbiased)
     openings = review_openings(test, tokenizer, c.opening_tokens, seed=preset.seed + 1)
-    opening_acc = classifier_accuracy(model, tokenizer, openings["text"], openings["label"], max_length=c.max_length)
-    opening_pos = classifier_accuracy(model, tokenizer, openings["text"], [1] * len(openings), max_length=c.max_length)
+    opening_says = classifier_says_positive(model, tokenizer, openings["text"], max_length=c.max_length)
+    opening_acc = (opening_says == torch.tensor(openings["label"]).bool()).float().mean().item()
+    opening_pos = opening_says.float().mean().item()
     meta = {"settings": c.__dict__, "tokenizer": tokenizer_fingerprint(tokenizer),
             "metrics": {"test_accuracy": acc, "test_examples": len(test), "train_seconds": round(seconds, 1),
                         "openings_accuracy": opening_acc, "openings_positive_rate": opening_pos,
@@ -85,7 +86,8 @@ def train_classifier(preset: Preset | None = None, resume: bool = True) -> Path:
     path = save_model_artifact(preset, "classifier", model, tokenizer, meta)
     print(f"[classifier] test accuracy {acc:.1%} on {len(test)} reviews; trained in {seconds:.0f}s")
     print(f"[classifier] on their openings ({c.opening_tokens[0]}-{c.opening_tokens[1]} tokens): accuracy "
-          f"{opening_acc:.1%}, called positive {opening_pos:.1%} (the reviews: {meta['metrics']['test_positive_rate']:.1%})")
+          f"{opening_acc:.1%}, called positive {opening_pos:.1%} (share of positive reviews among them: "
+          f"{meta['metrics']['test_positive_rate']:.1%})")
     return path
 
 
@@ -119,21 +121,28 @@ def extend_positions(model, n: int) -> None:
 
 
 @torch.no_grad()
-def classifier_accuracy(model, tokenizer, texts: Sequence[str], labels: Sequence[int], max_length: int = 128,
-                        batch_size: int = 64) -> float:
-    """Fraction of reviews whose argmax label (by name) matches the true label (1 = positive)."""
+def classifier_says_positive(model, tokenizer, texts: Sequence[str], max_length: int = 128,
+                             batch_size: int = 64) -> torch.Tensor:
+    """Per text: does the classifier's argmax label (by name) say POSITIVE? Texts of similar length are batched
+    together (less padding); the answers come back in the input order."""
     pos = positive_index(model.config)
     device = next(model.parameters()).device
-    texts, labels = list(texts), list(labels)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths together: less padding
-    correct = 0
+    texts = list(texts)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    says = torch.zeros(len(texts), dtype=torch.bool)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
                         max_length=max_length).to(device)
-        pred_pos = model(**enc).logits.argmax(-1).cpu() == pos
-        correct += (pred_pos == torch.tensor([labels[i] for i in idx]).bool()).sum().item()
-    return correct / len(texts)
+        says[idx] = model(**enc).logits.argmax(-1).cpu() == pos
+    return says
+
+
+def classifier_accuracy(model, tokenizer, texts: Sequence[str], labels: Sequence[int], max_length: int = 128,
+                        batch_size: int = 64) -> float:
+    """Fraction of reviews whose argmax label (by name) matches the true label (1 = positive)."""
+    says = classifier_says_positive(model, tokenizer, texts, max_length, batch_size)
+    return (says == torch.tensor(list(labels)).bool()).float().mean().item()
 
 
 # Lowest held-out accuracy a rater may have before RL trains against it: tiny's classifier reaches the
