@@ -1,6 +1,8 @@
 """Test settings for unit tests AND notebooks (nbval kernels inherit this environment): the smoke
 preset, no hub, and a fresh artifacts folder for the whole run."""
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ["RLHF_PRESET"] = "smoke"
@@ -8,3 +10,5 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if not os.environ.get("RLHF_TEST_KEEP_HOME"):
     os.environ["RLHF_HOME"] = tempfile.mkdtemp(prefix="rlhf-test-home-")
+    # removed when pytest exits (its nbval kernels have ended by then)
+    atexit.register(shutil.rmtree, os.environ["RLHF_HOME"], ignore_errors=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, replace
@@ -79,6 +80,7 @@ def main(argv=None) -> None:
                "heldout_kl": round(float(summary.loc["PPO", "kl"]), 2),
                "distinct_2": round(float(summary.loc["PPO", "distinct_2"]), 3),
                "sft_positive": round(float(summary.loc["SFT", "positive_fraction"]), 3)}
+        shutil.rmtree(work, ignore_errors=True)  # the row is the result; the candidate policy is not kept
         RESULTS.mkdir(exist_ok=True)
         with out_file.open("a") as f:
             f.write(json.dumps(row) + "\n")

@@ -16,8 +16,10 @@ with the probe.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -117,7 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
     if not os.environ.get("RLHF_HOME"):
         import tempfile
 
-        os.environ["RLHF_HOME"] = tempfile.mkdtemp(prefix="rlhf_profile_")
+        os.environ["RLHF_HOME"] = tempfile.mkdtemp(prefix="rlhf_profile_")  # scratch: removed at exit
+        atexit.register(shutil.rmtree, os.environ["RLHF_HOME"], ignore_errors=True)
 
     import datasets
     import torch

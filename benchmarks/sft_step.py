@@ -9,7 +9,9 @@ on a CPU and bf16 autocast (``models.cpu_bf16``) for the supervised stages.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -35,13 +37,14 @@ def seconds_per_step(preset, trainer_cls, bf16: bool, steps: int, warmup: int = 
         def on_step_end(self, args, state, control, **kwargs):
             marks[state.global_step] = time.perf_counter()
 
-    args = SFTConfig(output_dir=tempfile.mkdtemp(prefix="sft-step-"), max_steps=steps + warmup,
-                     per_device_train_batch_size=s.batch_size, learning_rate=s.learning_rate,
-                     max_length=s.max_length, save_strategy="no", logging_steps=10, disable_tqdm=True,
-                     **{**trainer_defaults(preset), "bf16": bf16})
-    trainer = trainer_cls(model=base_policy(preset, tok), args=args, train_dataset=Dataset.from_dict({"text": texts}),
-                          processing_class=tok, callbacks=[Clock()])
-    trainer.train()
+    with tempfile.TemporaryDirectory(prefix="sft-step-") as scratch:  # nothing is saved (save_strategy="no")
+        args = SFTConfig(output_dir=scratch, max_steps=steps + warmup,
+                         per_device_train_batch_size=s.batch_size, learning_rate=s.learning_rate,
+                         max_length=s.max_length, save_strategy="no", logging_steps=10, disable_tqdm=True,
+                         **{**trainer_defaults(preset), "bf16": bf16})
+        trainer = trainer_cls(model=base_policy(preset, tok), args=args,
+                              train_dataset=Dataset.from_dict({"text": texts}), processing_class=tok, callbacks=[Clock()])
+        trainer.train()
     return (marks[steps + warmup] - marks[warmup]) / steps
 
 
@@ -51,7 +54,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("RLHF_HOME", tempfile.mkdtemp(prefix="rlhf-sft-step-"))
+    if not os.environ.get("RLHF_HOME"):  # a scratch artifacts folder (the tokenizer), removed at exit
+        os.environ["RLHF_HOME"] = tempfile.mkdtemp(prefix="rlhf-sft-step-")
+        atexit.register(shutil.rmtree, os.environ["RLHF_HOME"], ignore_errors=True)
     import torch
     from trl import SFTTrainer
 

@@ -89,32 +89,36 @@ class RewardModelSettings:
 class PPOSettings:
     # measured on 2 CPU cores (docs/tuning.md, benchmarks/ppo_tuning.py): the classic 4 epochs x 4 minibatches
     # per batch took steps too large (clipfrac 0.27, approx_kl 0.036) for 90 % positive at KL 5.7; 2 epochs x
-    # 2 minibatches of 64 gave 93 % at KL 4.9 with clipfrac 0.02, approx_kl 0.002 and less repetitive text
+    # 2 minibatches of 64 gave 93 % at KL 4.9 with clipfrac 0.02, approx_kl 0.002 and less repetitive text.
+    # Against the stricter round-3 judge: KL target 5 gave 79.7 % at KL 5.05; 7.5 with reward normalisation
+    # gave 90.6 % at KL 7.4 (target 7: 85.5 %, with normalisation 88.3 %; benchmarks/results/ppo_tuning.jsonl)
     steps: int = 70
     batch_size: int = 128
     mini_batch_size: int = 64
     ppo_epochs: int = 2
     learning_rate: float = 1.5e-4
     init_kl_coef: float = 0.1
-    kl_target: float | None = 5.0
+    kl_target: float | None = 7.5  # nats per response
     kl_horizon: int = 1_000  # short runs: let the controller actually move within the run
     min_len: int = 6
     max_len: int = 14
     save_every: int = 10
     temperature: float = 1.0  # sampled AND scored at this temperature
-    reward_norm: bool = False  # train on (score - mean) / std of SFT samples (lm-human-preferences)
+    reward_norm: bool = True  # train on (score - mean) / std of SFT samples (lm-human-preferences)
 
 
 @dataclass(frozen=True)
 class DPOSettings:
     beta: float = 0.1
-    max_steps: int = 150
+    # 75 steps at 2e-4: 60.9 % positive at KL 5.6 in 13 s; 150 at 1e-4: 58.2 % at KL 5.1 in 35 s
+    # (benchmarks/dpo_tuning.py). 5e-4 reached only 71 % at KL 32 with repetitive text.
+    max_steps: int = 75
     batch_size: int = 32
-    learning_rate: float = 1e-4  # 5e-4 reached only 71% positive at KL 32 with repetitive text
+    learning_rate: float = 2e-4
     n_prompts: int = 2000
     samples_per_prompt: int = 4
     margin: float = 1.0
-    save_steps: int = 50
+    save_steps: int = 25
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,8 @@ class GRPOSettings:
     max_steps: int = 40
     prompts_per_step: int = 16
     num_generations: int = 4
-    beta: float = 0.1  # the same KL weight as PPO's starting one: a fair comparison
+    beta: float = 0.1  # the same number as PPO's starting KL weight (both rewards are standardised: PPO's on SFT
+    # samples, GRPO's per group of completions)
     learning_rate: float = 1.5e-4  # as PPO; 5e-4 gave 95-98% positive but KL 26-36 nats and repetition
     save_steps: int = 10
 
@@ -197,8 +202,8 @@ GPT2 = Preset(
     pairs=PairSettings(n_prompts=2000, samples_per_prompt=2, margin=1.0, min_len=4, max_len=16),
     reward_model=RewardModelSettings(max_steps=500, batch_size=16, learning_rate=2e-5, max_length=128),
     ppo=PPOSettings(steps=100, batch_size=128, mini_batch_size=32, learning_rate=1.41e-5, init_kl_coef=0.2,
-                    kl_target=6.0, kl_horizon=10_000, min_len=4, max_len=16),
-    dpo=DPOSettings(max_steps=300, batch_size=16, learning_rate=5e-6),
+                    kl_target=6.0, kl_horizon=10_000, min_len=4, max_len=16, reward_norm=False),  # as the classic
+    dpo=DPOSettings(max_steps=300, batch_size=16, learning_rate=5e-6, save_steps=50),
     grpo=GRPOSettings(max_steps=100, prompts_per_step=16, num_generations=8, learning_rate=1e-5),
     eval=EvalSettings(n_prompts=512, batch_size=64),
 )

@@ -144,11 +144,13 @@ def dpo_batch_check(policy_path: str | Path, reference_path: str | Path, pairs, 
 
     from trl import DPOConfig, DPOTrainer
 
+    if output_dir is None:  # TRL needs a folder; nothing is saved in it (save_strategy="no"): remove it after
+        with tempfile.TemporaryDirectory(prefix="dpo-check-") as tmp:
+            return dpo_batch_check(policy_path, reference_path, pairs, beta, preset, output_dir=tmp)
     preset = preset or get_preset()
     policy, tok = load_pretrained(policy_path)
     reference, _ = load_pretrained(reference_path)
     pairs = pairs.select_columns(["prompt", "chosen", "rejected"])
-    output_dir = output_dir or tempfile.mkdtemp(prefix="dpo-check-")
     defaults = {**trainer_defaults(preset), "bf16": False}  # fp32 on every device: compared to the digit
     args = DPOConfig(output_dir=str(output_dir), beta=beta, max_steps=1, learning_rate=0.0, logging_steps=1,
                      per_device_train_batch_size=len(pairs), max_length=64, save_strategy="no", **defaults)

@@ -1,0 +1,89 @@
+"""DPO candidates on the tiny preset: train one DPO policy with the given settings on the preset's DPO pairs and
+report held-out reward, positive fraction, flip rate, KL, distinct-2 and training time (one JSON line per run).
+
+Starts from finished artifacts (tokenizer, SFT policy, classifier, DPO pairs) copied from ``--from-home``, so
+every row trains on the same pairs and is judged by the same classifier::
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/dpo_tuning.py --from-home artifacts --name A \
+        --steps 100 --lr 1.5e-4 [--beta 0.1] [--batch-size 32]
+
+Appends to benchmarks/results/dpo_tuning.jsonl and prints the markdown table of every line so far.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+COLUMNS = ["name", "beta", "max_steps", "batch_size", "learning_rate", "train_seconds", "heldout_positive",
+           "heldout_flip_rate", "heldout_reward", "heldout_kl", "distinct_2", "repetition"]
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--from-home", help="an RLHF_HOME with finished tokenizer, sft, classifier and dpo_pairs")
+    ap.add_argument("--name")
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--beta", type=float, default=None)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--table-only", action="store_true", help="print the table of earlier runs and stop")
+    a = ap.parse_args(argv)
+    out_file = RESULTS / "dpo_tuning.jsonl"
+    if not a.table_only:
+        if not (a.from_home and a.name):
+            ap.error("--from-home and --name are needed to train a candidate")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        scratch = Path(tempfile.mkdtemp(prefix="dpo-tune-"))
+        os.environ["RLHF_HOME"] = str(scratch)
+        try:
+            out_file.parent.mkdir(exist_ok=True)
+            with out_file.open("a") as f:
+                f.write(json.dumps(run_candidate(a, scratch)) + "\n")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    rows = [json.loads(line) for line in out_file.read_text().splitlines() if line.strip()]
+    print("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS))
+    for r in rows:
+        print("| " + " | ".join(str(r.get(c, "")) for c in COLUMNS) + " |")
+
+
+def run_candidate(a, scratch: Path) -> dict:
+    from rlhf_helpers.config import get_preset
+    from rlhf_helpers.dpo import train_dpo
+    from rlhf_helpers.evaluate import evaluate_policies, flip_rate, heldout_prompt_table
+    from rlhf_helpers.models import load_tokenizer, read_meta
+    from rlhf_helpers.reward import sentiment_reward
+
+    preset = get_preset(a.preset)
+    for stage in ("tokenizer", "sft", "classifier", "dpo_pairs"):
+        shutil.copytree(Path(a.from_home) / preset.name / stage, scratch / preset.name / stage)
+    changes = {k: v for k, v in {"max_steps": a.steps, "batch_size": a.batch_size,
+                                  "learning_rate": a.lr}.items() if v is not None}
+    preset = preset.replace(dpo=replace(preset.dpo, **changes))
+    beta = preset.dpo.beta if a.beta is None else a.beta
+    path = train_dpo(preset, beta=beta, resume=False)
+    sft = scratch / preset.name / "sft" / "model"
+    table = heldout_prompt_table(preset, load_tokenizer(sft))
+    summary, samples = evaluate_policies({"SFT": sft, "DPO": path}, sentiment_reward(preset), sft,
+                                         list(table["prompt"]), preset.ppo.min_len, preset.ppo.max_len,
+                                         seed=preset.seed)
+    dpo = summary.loc["DPO"]
+    return {"name": a.name, "preset": preset.name, "beta": beta, "max_steps": preset.dpo.max_steps,
+            "batch_size": preset.dpo.batch_size, "learning_rate": preset.dpo.learning_rate,
+            "train_seconds": read_meta(path)["metrics"]["train_seconds"],
+            "heldout_positive": round(float(dpo["positive_fraction"]), 3),
+            "heldout_flip_rate": round(float(flip_rate(samples, table["label"])["DPO"]), 3),
+            "heldout_reward": round(float(dpo["reward"]), 3), "heldout_kl": round(float(dpo["kl"]), 2),
+            "distinct_2": round(float(dpo["distinct_2"]), 3), "repetition": round(float(dpo["repetition"]), 3),
+            "sft_positive": round(float(summary.loc["SFT", "positive_fraction"]), 3)}
+
+
+if __name__ == "__main__":
+    main()
