@@ -1,5 +1,6 @@
 """Notebook 04's DPO by hand: the loss of one real batch, computed in plain PyTorch, equals what TRL logs."""
 import math
+import tempfile
 
 import pytest
 import torch
@@ -48,10 +49,12 @@ def test_completion_logps_masks_the_prompt(stand_in_lm_dir):
     assert completion_logps(model, ids, full, last_only).item() == pytest.approx(expected, abs=1e-5)
 
 
-def test_loss_is_log_2_when_the_policy_is_the_reference(stand_in_lm_dir):
+def test_loss_is_log_2_when_the_policy_is_the_reference(stand_in_lm_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the check's scratch folder would land
     check = dpo_batch_check(stand_in_lm_dir, stand_in_lm_dir, PAIRS, beta=0.1, preset=get_preset("smoke"))
     assert check["by_hand"]["loss"].item() == pytest.approx(math.log(2), abs=1e-6)
     assert check["trl_loss"] == pytest.approx(math.log(2), abs=1e-5)
+    assert not list(tmp_path.glob("dpo-check-*")), "the check's scratch folder was left behind"
 
 
 def test_by_hand_equals_what_trl_logs(moved_policy_dir, stand_in_lm_dir):
