@@ -5,7 +5,10 @@ Starts from finished artifacts (tokenizer, SFT policy, classifier, DPO pairs) co
 every row trains on the same pairs and is judged by the same classifier::
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/dpo_tuning.py --from-home artifacts --name A \
-        --steps 100 --lr 1.5e-4 [--beta 0.1] [--batch-size 32]
+        --steps 100 --lr 1.5e-4 [--beta 0.1] [--batch-size 32] [--n-prompts 1000 --samples-per-prompt 8]
+
+With ``--n-prompts`` or ``--samples-per-prompt`` the pairs are sampled and ranked anew (best vs worst of k per
+prompt, the preset's margin), and the row records how many pairs passed and how long that took.
 
 Appends to benchmarks/results/dpo_tuning.jsonl and prints the markdown table of every line so far.
 """
@@ -16,11 +19,13 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-COLUMNS = ["name", "beta", "max_steps", "batch_size", "learning_rate", "train_seconds", "heldout_positive",
+COLUMNS = ["name", "n_prompts", "samples_per_prompt", "pairs", "pairs_seconds", "beta", "max_steps", "batch_size",
+           "learning_rate", "train_seconds", "heldout_positive",
            "heldout_flip_rate", "heldout_reward", "heldout_kl", "distinct_2", "repetition"]
 
 
@@ -33,6 +38,8 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--n-prompts", type=int, default=None, help="build new pairs from this many prompts")
+    ap.add_argument("--samples-per-prompt", type=int, default=None, help="build new pairs: best vs worst of k")
     ap.add_argument("--table-only", action="store_true", help="print the table of earlier runs and stop")
     a = ap.parse_args(argv)
     out_file = RESULTS / "dpo_tuning.jsonl"
@@ -56,18 +63,23 @@ def main(argv=None) -> None:
 
 def run_candidate(a, scratch: Path) -> dict:
     from rlhf_helpers.config import get_preset
-    from rlhf_helpers.dpo import train_dpo
+    from rlhf_helpers.dpo import ensure_dpo_pairs, train_dpo
     from rlhf_helpers.evaluate import evaluate_policies, flip_rate, heldout_prompt_table
     from rlhf_helpers.models import load_tokenizer, read_meta
     from rlhf_helpers.reward import sentiment_reward
 
     preset = get_preset(a.preset)
-    for stage in ("tokenizer", "sft", "classifier", "dpo_pairs"):
+    new_pairs = a.n_prompts is not None or a.samples_per_prompt is not None
+    for stage in ("tokenizer", "sft", "classifier") + (() if new_pairs else ("dpo_pairs",)):
         shutil.copytree(Path(a.from_home) / preset.name / stage, scratch / preset.name / stage)
-    changes = {k: v for k, v in {"max_steps": a.steps, "batch_size": a.batch_size,
-                                  "learning_rate": a.lr}.items() if v is not None}
+    changes = {k: v for k, v in {"max_steps": a.steps, "batch_size": a.batch_size, "learning_rate": a.lr,
+                                  "n_prompts": a.n_prompts, "samples_per_prompt": a.samples_per_prompt}.items()
+               if v is not None}
     preset = preset.replace(dpo=replace(preset.dpo, **changes))
     beta = preset.dpo.beta if a.beta is None else a.beta
+    t0 = time.time()
+    pairs = ensure_dpo_pairs(preset)
+    pairs_seconds = round(time.time() - t0, 1) if new_pairs else None
     path = train_dpo(preset, beta=beta, resume=False)
     sft = scratch / preset.name / "sft" / "model"
     table = heldout_prompt_table(preset, load_tokenizer(sft))
@@ -75,7 +87,9 @@ def run_candidate(a, scratch: Path) -> dict:
                                          list(table["prompt"]), preset.ppo.min_len, preset.ppo.max_len,
                                          seed=preset.seed)
     dpo = summary.loc["DPO"]
-    return {"name": a.name, "preset": preset.name, "beta": beta, "max_steps": preset.dpo.max_steps,
+    return {"name": a.name, "preset": preset.name, "n_prompts": preset.dpo.n_prompts,
+            "samples_per_prompt": preset.dpo.samples_per_prompt, "pairs": len(pairs), "pairs_seconds": pairs_seconds,
+            "beta": beta, "max_steps": preset.dpo.max_steps,
             "batch_size": preset.dpo.batch_size, "learning_rate": preset.dpo.learning_rate,
             "train_seconds": read_meta(path)["metrics"]["train_seconds"],
             "heldout_positive": round(float(dpo["positive_fraction"]), 3),
