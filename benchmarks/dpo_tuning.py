@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-COLUMNS = ["name", "n_prompts", "samples_per_prompt", "pairs", "pairs_seconds", "beta", "max_steps", "batch_size",
+COLUMNS = ["name", "n_prompts", "samples_per_prompt", "chosen_min_score", "pairs", "pairs_seconds", "beta", "max_steps", "batch_size",
            "learning_rate", "train_seconds", "heldout_positive",
            "heldout_flip_rate", "heldout_reward", "heldout_kl", "distinct_2", "repetition"]
 
@@ -40,6 +40,8 @@ def main(argv=None) -> None:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--n-prompts", type=int, default=None, help="build new pairs from this many prompts")
     ap.add_argument("--samples-per-prompt", type=int, default=None, help="build new pairs: best vs worst of k")
+    ap.add_argument("--chosen-min-score", type=float, default=None,
+                    help="keep only pairs whose chosen response the judge scores at least this (POSITIVE logit)")
     ap.add_argument("--table-only", action="store_true", help="print the table of earlier runs and stop")
     a = ap.parse_args(argv)
     out_file = RESULTS / "dpo_tuning.jsonl"
@@ -80,6 +82,18 @@ def run_candidate(a, scratch: Path) -> dict:
     t0 = time.time()
     pairs = ensure_dpo_pairs(preset)
     pairs_seconds = round(time.time() - t0, 1) if new_pairs else None
+    if a.chosen_min_score is not None:  # replace the stored pairs by the filtered ones, which train_dpo then reads
+        from datasets import load_from_disk
+
+        from rlhf_helpers.models import META
+
+        folder = scratch / preset.name / "dpo_pairs" / "model"
+        kept = pairs.filter(lambda row: row["chosen_score"] >= a.chosen_min_score)
+        kept.save_to_disk(str(folder) + ".filtered")
+        shutil.copy(folder / META, str(folder) + ".filtered")  # the finished-artifact marker
+        shutil.rmtree(folder)
+        os.rename(str(folder) + ".filtered", folder)
+        pairs = load_from_disk(str(folder))
     path = train_dpo(preset, beta=beta, resume=False)
     sft = scratch / preset.name / "sft" / "model"
     table = heldout_prompt_table(preset, load_tokenizer(sft))
@@ -89,7 +103,7 @@ def run_candidate(a, scratch: Path) -> dict:
     dpo = summary.loc["DPO"]
     return {"name": a.name, "preset": preset.name, "n_prompts": preset.dpo.n_prompts,
             "samples_per_prompt": preset.dpo.samples_per_prompt, "pairs": len(pairs), "pairs_seconds": pairs_seconds,
-            "beta": beta, "max_steps": preset.dpo.max_steps,
+            "chosen_min_score": a.chosen_min_score, "beta": beta, "max_steps": preset.dpo.max_steps,
             "batch_size": preset.dpo.batch_size, "learning_rate": preset.dpo.learning_rate,
             "train_seconds": read_meta(path)["metrics"]["train_seconds"],
             "heldout_positive": round(float(dpo["positive_fraction"]), 3),
