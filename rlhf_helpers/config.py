@@ -211,6 +211,16 @@ GPT2 = Preset(
 PRESETS: dict[str, Preset] = {p.name: p for p in (TINY, SMOKE, GPT2)}
 
 
+def ppo_config_kwargs(preset: "Preset") -> dict:
+    """The preset's PPO settings as ``PPOConfig`` keyword arguments (``ppo.ppo_config_for`` builds the config;
+    kept here, without torch, so that the artifact checks can compare them too)."""
+    s = preset.ppo
+    return dict(learning_rate=s.learning_rate, batch_size=s.batch_size, mini_batch_size=s.mini_batch_size,
+                ppo_epochs=s.ppo_epochs, init_kl_coef=s.init_kl_coef, adaptive_kl=s.kl_target is not None,
+                kl_target=s.kl_target or 6.0, kl_horizon=s.kl_horizon, temperature=s.temperature,
+                reward_norm=s.reward_norm, seed=preset.seed)
+
+
 class UnknownPresetError(ValueError):
     pass
 

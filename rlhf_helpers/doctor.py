@@ -261,6 +261,29 @@ def _artifact_problems(preset, home: Path) -> tuple[list[str], list[str]]:
     return missing, wrong
 
 
+def check_artifact_settings(preset, home: Path) -> Finding | None:
+    """A warning when finished artifacts were built with other settings than the preset has now (new defaults
+    pulled since): they still load, but their numbers may not match the notebooks' reference-run callouts."""
+    from .models import META, settings_drift
+
+    drifted = []
+    for stage in artifact_names(preset):
+        meta_path = home / preset.name / stage / "model" / META
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            continue  # missing or unreadable: check_artifacts reports those
+        drift = settings_drift(preset, stage, meta)
+        if drift:
+            drifted.append(f"{stage} ({'; '.join(drift)})")
+    if not drifted:
+        return None
+    return Finding("warn", "settings", f"built with other settings than preset {preset.name} has now: "
+                   + ", ".join(drifted),
+                   f"they still load; to rebuild them: python -m rlhf_helpers build <stage> --preset {preset.name} "
+                   "--force, or `build all --force`")
+
+
 def check_artifacts(preset, home: Path) -> Finding:
     missing, wrong = _artifact_problems(preset, home)
     total = len(artifact_names(preset))
@@ -415,7 +438,11 @@ def diagnose(preset_name: str | None = None, python_version: Sequence[int] | Non
     if hub is not None:
         findings.append(hub)
     artifacts = check_artifacts(preset, home)
-    findings += [artifacts, check_disk(preset, home, missing=artifacts.status != "ok"), check_memory(preset),
+    findings.append(artifacts)
+    drift = check_artifact_settings(preset, home)
+    if drift is not None:
+        findings.append(drift)
+    findings += [check_disk(preset, home, missing=artifacts.status != "ok"), check_memory(preset),
                  check_writable(home)]
     findings += check_kernel()
     return findings

@@ -193,11 +193,53 @@ def ensure(preset: Preset, stage: str, build: Callable[[], Path], force: bool = 
                 f"Delete that folder (rm -r {stage_dir(preset, stage)}) to rebuild it."
             )
         _check_same_tokenizer(preset, stage, meta)
+        drift = settings_drift(preset, stage, meta)
+        if drift:
+            rebuild = (f"python -m rlhf_helpers build {stage} --preset {preset.name} --force" if stage in _BUILD_STAGES
+                       else f"delete {stage_dir(preset, stage)} and run again")
+            print(f"[artifacts] note: '{stage}' in {model_dir(preset, stage)} was built with other settings than preset "
+                  f"{preset.name!r} has now ({'; '.join(drift)}). It is used as it is, so its numbers may differ "
+                  f"from the reference-run callouts. To rebuild it with the current settings: {rebuild}.")
         return model_dir(preset, stage)
     why = "forced rebuild" if force else "not found"
     print(f"[artifacts] building '{stage}' for preset '{preset.name}' ({why}); it will be saved to "
           f"{model_dir(preset, stage)}")
     return build()
+
+
+_BUILD_STAGES = ("tokenizer", "sft", "classifier", "pairs", "reward_model", "ppo", "dpo", "grpo", "rloo")
+_NOT_LEARNED = {"save_steps", "save_every"}  # how often a stage checkpoints changes nothing it learns
+
+
+def expected_settings(preset: Preset, stage: str) -> dict[str, Any] | None:
+    """The settings ``stage`` records in its metadata when built now from ``preset`` (None: not tracked)."""
+    from dataclasses import asdict
+
+    if stage in ("sft", "classifier", "pairs", "reward_model"):
+        return asdict(getattr(preset, stage))
+    if stage == "ppo":  # what the preset sets; PPOConfig's other fields are the code's defaults
+        from .config import ppo_config_kwargs
+
+        return ppo_config_kwargs(preset)
+    if stage == "dpo_pairs":  # the pairs depend on how they are sampled and filtered, not on DPO's training
+        return {k: getattr(preset.dpo, k) for k in ("n_prompts", "samples_per_prompt", "margin")}
+    if stage == "dpo" or stage.startswith("dpo_beta"):  # the sweep's stages record their own beta
+        return {k: v for k, v in asdict(preset.dpo).items() if k != "beta"}
+    if stage in ("grpo", "rloo"):
+        return asdict(preset.grpo)
+    return None
+
+
+def settings_drift(preset: Preset, stage: str, meta: dict[str, Any]) -> list[str]:
+    """``"name stored -> current"`` for every setting that the artifact was built with and the preset has changed
+    since (e.g. after pulling new defaults); empty when they agree or the stage records none."""
+    expected = expected_settings(preset, stage)
+    stored = meta.get("settings") or {}
+    if expected is None:
+        return []
+    expected = json.loads(json.dumps(expected))  # as stored: tuples become lists
+    return [f"{k} {stored[k]!r} -> {v!r}" for k, v in sorted(expected.items())
+            if k in stored and k not in _NOT_LEARNED and stored[k] != v]
 
 
 def _check_same_tokenizer(preset: Preset, stage: str, meta: dict[str, Any]) -> None:

@@ -675,8 +675,6 @@ def ensure_ppo(preset=None, force: bool = False, callback: Callable[[dict], None
 
 def ppo_config_for(preset) -> PPOConfig:
     """The preset's PPO settings as a ``PPOConfig``."""
-    s = preset.ppo
-    return PPOConfig(learning_rate=s.learning_rate, batch_size=s.batch_size, mini_batch_size=s.mini_batch_size,
-                     ppo_epochs=s.ppo_epochs, init_kl_coef=s.init_kl_coef, adaptive_kl=s.kl_target is not None,
-                     kl_target=s.kl_target or 6.0, kl_horizon=s.kl_horizon, temperature=s.temperature,
-                     reward_norm=s.reward_norm, seed=preset.seed)
+    from .config import ppo_config_kwargs
+
+    return PPOConfig(**ppo_config_kwargs(preset))
