@@ -24,6 +24,8 @@ import os
 import sys
 from pathlib import Path
 
+from .config import BUILD_STAGES
+
 
 def _stage_builders():
     from .dpo import ensure_dpo
@@ -37,7 +39,7 @@ def _stage_builders():
             "grpo": ensure_grpo, "rloo": ensure_rloo}
 
 
-STAGES = ["tokenizer", "sft", "classifier", "pairs", "reward_model", "ppo", "dpo", "grpo", "rloo"]
+STAGES = list(BUILD_STAGES)
 
 
 def cmd_ppo(args) -> int:

@@ -211,6 +211,10 @@ GPT2 = Preset(
 PRESETS: dict[str, Preset] = {p.name: p for p in (TINY, SMOKE, GPT2)}
 
 
+# the stages `python -m rlhf_helpers build STAGE` knows (in build order)
+BUILD_STAGES = ("tokenizer", "sft", "classifier", "pairs", "reward_model", "ppo", "dpo", "grpo", "rloo")
+
+
 def ppo_config_kwargs(preset: "Preset") -> dict:
     """The preset's PPO settings as ``PPOConfig`` keyword arguments (``ppo.ppo_config_for`` builds the config;
     kept here, without torch, so that the artifact checks can compare them too)."""

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import Preset, artifacts_home
+from .config import BUILD_STAGES, Preset, artifacts_home
 
 META = "rlhf_meta.json"
 
@@ -195,7 +195,7 @@ def ensure(preset: Preset, stage: str, build: Callable[[], Path], force: bool = 
         _check_same_tokenizer(preset, stage, meta)
         drift = settings_drift(preset, stage, meta)
         if drift:
-            rebuild = (f"python -m rlhf_helpers build {stage} --preset {preset.name} --force" if stage in _BUILD_STAGES
+            rebuild = (f"python -m rlhf_helpers build {stage} --preset {preset.name} --force" if stage in BUILD_STAGES
                        else f"delete {stage_dir(preset, stage)} and run again")
             print(f"[artifacts] note: '{stage}' in {model_dir(preset, stage)} was built with other settings than preset "
                   f"{preset.name!r} has now ({'; '.join(drift)}). It is used as it is, so its numbers may differ "
@@ -207,7 +207,6 @@ def ensure(preset: Preset, stage: str, build: Callable[[], Path], force: bool = 
     return build()
 
 
-_BUILD_STAGES = ("tokenizer", "sft", "classifier", "pairs", "reward_model", "ppo", "dpo", "grpo", "rloo")
 _NOT_LEARNED = {"save_steps", "save_every"}  # how often a stage checkpoints changes nothing it learns
 
 
