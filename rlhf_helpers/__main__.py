@@ -27,15 +27,24 @@ from pathlib import Path
 from .config import BUILD_STAGES
 
 
+def _policy_stages(preset) -> list[str]:
+    """The policies `evaluate` and `report` compare: SFT, PPO, every DPO round, GRPO, RLOO."""
+    from .config import dpo_stage_name
+
+    rounds = [dpo_stage_name(preset, None, r) for r in range(1, max(1, preset.dpo.rounds) + 1)]
+    return ["sft", "ppo", *rounds, "grpo", "rloo"]
+
+
 def _stage_builders():
-    from .dpo import ensure_dpo
+    from .dpo import ensure_dpo_rounds
     from .grpo import ensure_grpo, ensure_rloo
     from .ppo import ensure_ppo
     from .reward import ensure_classifier, ensure_pairs, ensure_reward_model
     from .sft import ensure_sft, ensure_tokenizer
 
     return {"tokenizer": ensure_tokenizer, "sft": ensure_sft, "classifier": ensure_classifier,
-            "pairs": ensure_pairs, "reward_model": ensure_reward_model, "ppo": ensure_ppo, "dpo": ensure_dpo,
+            "pairs": ensure_pairs, "reward_model": ensure_reward_model, "ppo": ensure_ppo,
+            "dpo": ensure_dpo_rounds,  # every round: round r trains on from round r - 1
             "grpo": ensure_grpo, "rloo": ensure_rloo}
 
 
@@ -155,7 +164,7 @@ def cmd_evaluate(args) -> int:
               file=sys.stderr)
         return 2
     sft = model_dir(preset, "sft")
-    models = {s: model_dir(preset, s) for s in ("sft", "ppo", "dpo", "grpo", "rloo") if is_complete(preset, s)}
+    models = {s: model_dir(preset, s) for s in _policy_stages(preset) if is_complete(preset, s)}
     prompts = heldout_prompts(preset, load_tokenizer(sft), args.n)
     summary, _ = evaluate_policies(models, sentiment_reward(preset), sft, prompts, preset.ppo.min_len,
                                    preset.ppo.max_len, seed=preset.seed)
@@ -215,7 +224,7 @@ def cmd_report(args) -> int:
         from .reward import sentiment_reward
 
         sft = model_dir(preset, "sft")
-        models = {s: model_dir(preset, s) for s in ("sft", "ppo", "dpo", "grpo", "rloo") if is_complete(preset, s)}
+        models = {s: model_dir(preset, s) for s in _policy_stages(preset) if is_complete(preset, s)}
         prompts = heldout_prompts(preset, load_tokenizer(sft), None)
         summary, _ = evaluate_policies(models, sentiment_reward(preset), sft, prompts, preset.ppo.min_len,
                                        preset.ppo.max_len, seed=preset.seed)

@@ -119,6 +119,14 @@ class DPOSettings:
     samples_per_prompt: int = 4
     margin: float = 1.0
     save_steps: int = 25
+    # Iterative DPO: round r > 1 samples fresh pairs (n_prompts new prompts) from round r - 1's policy, ranks them
+    # with the same reward, and trains on from that policy, which is also its reference. Measured on tiny
+    # (docs/tuning.md round 5, round 1 = 60.9 % at KL 5.6): round 2 at 2e-4 reached 80.1 % at KL 9.8, at 3e-4
+    # 85.2 % at KL 10.5 (100 steps at 2e-4: the same, 8 s slower). Without the NLL term round 2 collapsed into
+    # "the the the" (85.5 % at KL 33, distinct-2 0.43).
+    rounds: int = 2
+    sft_weight: float = 0.5  # rounds > 1: + sft_weight x NLL of the chosen responses (TRL loss_type "sft"; RPO)
+    later_learning_rate: float | None = 3e-4  # rounds > 1 (None: learning_rate)
 
 
 @dataclass(frozen=True)
@@ -203,7 +211,8 @@ GPT2 = Preset(
     reward_model=RewardModelSettings(max_steps=500, batch_size=16, learning_rate=2e-5, max_length=128),
     ppo=PPOSettings(steps=100, batch_size=128, mini_batch_size=32, learning_rate=1.41e-5, init_kl_coef=0.2,
                     kl_target=6.0, kl_horizon=10_000, min_len=4, max_len=16, reward_norm=False),  # as the classic
-    dpo=DPOSettings(max_steps=300, batch_size=16, learning_rate=5e-6, save_steps=50),
+    dpo=DPOSettings(max_steps=300, batch_size=16, learning_rate=5e-6, save_steps=50,
+                    later_learning_rate=None),  # tiny's later-round rate is tuned for a 4 M-parameter model
     grpo=GRPOSettings(max_steps=100, prompts_per_step=16, num_generations=8, learning_rate=1e-5),
     eval=EvalSettings(n_prompts=512, batch_size=64),
 )
@@ -289,3 +298,16 @@ def set_seed(seed: int = 0) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+def dpo_stage_name(preset: Preset, beta: float | None = None, round_no: int = 1) -> str:
+    """The artifact name of a DPO policy: ``dpo`` (round 1 at the preset's beta), ``dpo_round2``, ... (later
+    rounds) or ``dpo_beta0.5`` (round 1 at another beta)."""
+    if round_no > 1:
+        return f"dpo_round{round_no}"
+    return "dpo" if beta is None or beta == preset.dpo.beta else f"dpo_beta{beta:g}"
+
+
+def dpo_pairs_stage(round_no: int = 1) -> str:
+    """The artifact name of round ``round_no``'s DPO pairs: ``dpo_pairs``, ``dpo_pairs_round2``, ..."""
+    return "dpo_pairs" if round_no == 1 else f"dpo_pairs_round{round_no}"

@@ -41,25 +41,20 @@ INSTALL_FIX = "run `make venv` (no make: `python -m pip install -r requirements.
 # --------------------------------------------------------------------------------------------
 # What `build all` builds: every artifact a notebook loads
 # --------------------------------------------------------------------------------------------
-def notebook_dpo_betas(preset) -> list[float]:
-    """The DPO betas the notebooks load: notebook 04's sweep (β/2, β, 5β around the preset's β) and
-    notebook 06's reward–KL frontier (0.05, β, 0.5). The preset's own β comes first."""
-    b = preset.dpo.beta
-    others = sorted({b / 2, b * 5, 0.05, 0.5} - {b})
-    return [b, *others]
+def dpo_round_stages(preset) -> list[tuple[str, str, int]]:
+    """``(pairs stage, policy stage, round)`` for every DPO round the notebooks load (04 trains them, 06 puts
+    each on the reward-KL frontier): ``dpo_pairs``/``dpo``, then ``dpo_pairs_round2``/``dpo_round2``, ..."""
+    from .config import dpo_pairs_stage, dpo_stage_name
 
-
-def dpo_stage_name(preset, beta: float | None) -> str:
-    """The same name as ``dpo.dpo_stage_name`` (kept here so the doctor need not import TRL/datasets)."""
-    return "dpo" if beta is None or beta == preset.dpo.beta else f"dpo_beta{beta:g}"
+    return [(dpo_pairs_stage(r), dpo_stage_name(preset, None, r), r) for r in range(1, max(1, preset.dpo.rounds) + 1)]
 
 
 def artifact_plan(preset) -> list[tuple[str, Callable[..., object]]]:
     """``(stage folder name, builder(force=False))`` for every artifact of ``preset``, in dependency order.
 
-    Covers what notebooks 00-06 load (including the DPO β sweep, PPO's snapshots for the frontier and the
-    second judge), so that after ``build all`` each notebook only loads. Hub models (``gpt2`` preset) are not
-    artifacts: no tokenizer/classifier stage there."""
+    Covers what notebooks 00-06 load (including every DPO round, PPO's snapshots for the frontier and the
+    second judge), so that after ``build all`` each notebook only loads; exercise solutions (e.g. 04's β sweep)
+    build their own. Hub models (``gpt2`` preset) are not artifacts: no tokenizer/classifier stage there."""
     def lazy(module: str, func: str, **kw) -> Callable[..., object]:
         def build(force: bool = False):
             import importlib
@@ -75,9 +70,10 @@ def artifact_plan(preset) -> list[tuple[str, Callable[..., object]]]:
     if preset.sentiment_model == "tiny":
         plan.append(("classifier", lazy("reward", "ensure_classifier")))
     plan += [("pairs", lazy("reward", "ensure_pairs")), ("reward_model", lazy("reward", "ensure_reward_model")),
-             ("ppo", lazy("ppo", "ensure_ppo")), ("dpo_pairs", lazy("dpo", "ensure_dpo_pairs"))]
-    for beta in notebook_dpo_betas(preset):
-        plan.append((dpo_stage_name(preset, beta), lazy("dpo", "ensure_dpo", beta=beta)))
+             ("ppo", lazy("ppo", "ensure_ppo"))]
+    for pairs_stage, stage, r in dpo_round_stages(preset):
+        plan += [(pairs_stage, lazy("dpo", "ensure_dpo_pairs", round_no=r)),
+                 (stage, lazy("dpo", "ensure_dpo", round_no=r))]
     plan += [("grpo", lazy("grpo", "ensure_grpo")), ("rloo", lazy("grpo", "ensure_rloo")),
              ("judge2", lazy("reward", "ensure_second_judge"))]
     return plan

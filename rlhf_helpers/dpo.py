@@ -2,15 +2,19 @@
 
 DPO skips the reward model and the RL loop: it raises log p(chosen) - log p(rejected) relative to the
 frozen SFT reference, with beta setting how far from the reference the policy may move.
+
+Iterative DPO (``preset.dpo.rounds`` > 1): round r samples fresh pairs from round r - 1's policy, ranks them with
+the same reward, and trains on from that policy (also its reference), adding the chosen responses' NLL.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from .config import Preset, get_preset, set_seed
+from .config import DPOSettings, Preset, dpo_pairs_stage, dpo_stage_name, get_preset, set_seed
 from .data import load_imdb, make_prompts
 from .models import (checkpoint_dir, ensure, last_checkpoint, load_pretrained, load_tokenizer, precision_label,
                      save_artifact, save_model_artifact, tokenizer_fingerprint, trainer_defaults, trainer_log)
@@ -19,32 +23,72 @@ from .reward import build_preference_pairs, require_pairs, sentiment_reward
 from .sft import ensure_sft
 
 
-def ensure_dpo_pairs(preset: Preset | None = None, force: bool = False):
-    """DPO's training pairs: more prompts and more samples per prompt than notebook 02's (best vs worst of k)."""
+def round_prompts(preset: Preset, tokenizer, round_no: int = 1) -> list[str]:
+    """Round ``round_no``'s training prompts: the ``round_no``-th block of ``n_prompts`` in one fixed shuffle of the
+    train split, so every round sees prompts no earlier round trained on."""
+    n = preset.dpo.n_prompts
+    table = make_prompts(load_imdb(preset)["train"], tokenizer, seed=preset.seed + 11, limit=n * round_no)
+    if round_no > 1 and len(table) < n * round_no:
+        raise ValueError(f"round {round_no} needs {n * round_no} training prompts but the split has {len(table)}: "
+                         "lower preset.dpo.n_prompts or preset.dpo.rounds")
+    return table["prompt"][n * (round_no - 1):] if round_no > 1 else table["prompt"]
+
+
+def ensure_dpo_pairs(preset: Preset | None = None, force: bool = False, round_no: int = 1):
+    """Round ``round_no``'s training pairs (best vs worst of k per prompt), sampled from the policy that round
+    starts from: the SFT policy in round 1 (more prompts and samples per prompt than notebook 02's pairs), the
+    previous round's DPO policy after that."""
     from datasets import load_from_disk
 
     preset = preset or get_preset()
     d = preset.dpo
+    _check_round(preset, round_no)
 
     def build() -> Path:
-        policy, tok = load_pretrained(ensure_sft(preset))
-        prompts = make_prompts(load_imdb(preset)["train"], tok, seed=preset.seed + 11, limit=d.n_prompts)["prompt"]
+        start = ensure_sft(preset) if round_no == 1 else ensure_dpo(preset, round_no=round_no - 1)
+        policy, tok = load_pretrained(start)
+        prompts = round_prompts(preset, tok, round_no)
         pairs = build_preference_pairs(policy, tok, prompts, sentiment_reward(preset), d.samples_per_prompt,
-                                       d.margin, preset.pairs.min_len, preset.pairs.max_len, seed=preset.seed + 11)
+                                       d.margin, preset.pairs.min_len, preset.pairs.max_len,
+                                       seed=preset.seed + 11 + 12 * (round_no - 1))
         require_pairs(pairs, "preset.dpo")
-        meta = {"settings": d.__dict__, "metrics": {"pairs": len(pairs), "prompts": len(prompts)}}
-        return save_artifact(preset, "dpo_pairs", lambda f: pairs.save_to_disk(str(f)), meta)
+        meta = {"settings": d.__dict__, "sampled_from": str(start),
+                "metrics": {"pairs": len(pairs), "prompts": len(prompts)}}
+        return save_artifact(preset, dpo_pairs_stage(round_no), lambda f: pairs.save_to_disk(str(f)), meta)
 
-    return load_from_disk(str(ensure(preset, "dpo_pairs", build, force=force)))
+    return load_from_disk(str(ensure(preset, dpo_pairs_stage(round_no), build, force=force)))
 
 
-def dpo_stage_name(preset: Preset, beta: float | None) -> str:
-    return "dpo" if beta is None or beta == preset.dpo.beta else f"dpo_beta{beta:g}"
+def _check_round(preset: Preset, round_no: int, beta: float | None = None) -> None:
+    if not 1 <= round_no <= max(1, preset.dpo.rounds):
+        raise ValueError(f"round_no must be between 1 and preset.dpo.rounds = {preset.dpo.rounds}, got {round_no} "
+                         "(more rounds: preset.replace(dpo=dataclasses.replace(preset.dpo, rounds=N)))")
+    if round_no > 1 and beta is not None and beta != preset.dpo.beta:
+        raise ValueError("later DPO rounds train at the preset's beta only; change preset.dpo.beta instead")
+
+
+def dpo_loss_terms(dpo: DPOSettings, round_no: int) -> dict:
+    """TRL's loss settings for a round: the DPO loss alone in round 1; in later rounds DPO plus
+    ``sft_weight`` x the NLL of the chosen responses (TRL's ``"sft"`` loss type), which keeps the responses the
+    policy is pushed towards likely instead of only the gap between chosen and rejected wide."""
+    if round_no == 1 or dpo.sft_weight == 0:
+        return {"loss_type": ["sigmoid"]}
+    return {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, dpo.sft_weight]}
+
+
+def round_learning_rate(dpo: DPOSettings, round_no: int) -> float:
+    """``learning_rate`` in round 1, ``later_learning_rate`` (when set) in the rounds after it."""
+    return dpo.learning_rate if round_no == 1 or dpo.later_learning_rate is None else dpo.later_learning_rate
 
 
 def train_dpo(preset: Preset | None = None, beta: float | None = None, max_steps: int | None = None,
-              resume: bool = True) -> Path:
-    """DPO from the SFT policy (which is also the frozen reference) on the reward-ranked pairs."""
+              resume: bool = True, round_no: int = 1) -> Path:
+    """One DPO round on that round's reward-ranked pairs.
+
+    Round 1 starts from the SFT policy, which is also the frozen reference. Round r > 1 starts from round r - 1's
+    policy and uses it as the reference (TRL loads the reference from the folder it trains), on pairs sampled
+    from that policy.
+    """
     from trl import DPOConfig, DPOTrainer
 
     preset = preset or get_preset()
@@ -52,28 +96,29 @@ def train_dpo(preset: Preset | None = None, beta: float | None = None, max_steps
     beta = d.beta if beta is None else beta
     if beta <= 0:
         raise ValueError(f"beta must be > 0, got {beta}")
-    stage = dpo_stage_name(preset, beta)
+    _check_round(preset, round_no, beta)
+    stage = dpo_stage_name(preset, beta, round_no)
+    start = ensure_sft(preset) if round_no == 1 else ensure_dpo(preset, round_no=round_no - 1)
     set_seed(preset.seed)
-    pairs = ensure_dpo_pairs(preset).select_columns(["prompt", "chosen", "rejected"])
+    pairs = ensure_dpo_pairs(preset, round_no=round_no).select_columns(["prompt", "chosen", "rejected"])
     if len(pairs) == 0:
         raise ValueError("no DPO pairs passed the margin; lower dpo.margin or raise dpo.n_prompts")
-    sft = ensure_sft(preset)
-    tok = load_tokenizer(sft)
+    tok = load_tokenizer(start)
     ckpts = checkpoint_dir(preset, stage)
     steps = max_steps or d.max_steps
     args = DPOConfig(
         output_dir=str(ckpts), beta=beta, max_steps=steps, per_device_train_batch_size=d.batch_size,
-        learning_rate=d.learning_rate, max_length=64, logging_steps=max(1, min(10, steps // 10)),
+        learning_rate=round_learning_rate(d, round_no), max_length=64, logging_steps=max(1, min(10, steps // 10)),
         save_steps=d.save_steps, lr_scheduler_type="cosine", warmup_steps=max(1, steps // 20),
         # the reference never changes: its log-probabilities are computed once, before training, instead of
         # in every step (measured on 2 cores: 150 steps in 41 s instead of 50 s)
-        precompute_ref_log_probs=True,
+        precompute_ref_log_probs=True, **dpo_loss_terms(d, round_no),
         # like SFT: bf16 autocast where the CPU has native bf16 (as DPO runs in bf16 on a GPU); DPO never samples
         # while training, so there is no sampling distribution to match. The by-hand check below stays fp32.
         **trainer_defaults(preset, mixed_precision=True),
     )
-    trainer = DPOTrainer(model=str(sft), args=args, train_dataset=pairs, processing_class=tok)
-    print(f"[dpo] precision: {precision_label(mixed_precision=True)}")
+    trainer = DPOTrainer(model=str(start), args=args, train_dataset=pairs, processing_class=tok)
+    print(f"[dpo] round {round_no}, precision: {precision_label(mixed_precision=True)}")
     resume_from = last_checkpoint(ckpts) if resume else None
     t0 = time.time()
     trainer.train(resume_from_checkpoint=resume_from)
@@ -81,17 +126,29 @@ def train_dpo(preset: Preset | None = None, beta: float | None = None, max_steps
     model = trainer.model
 
     meta = {"settings": {**d.__dict__, "beta": beta, "max_steps": steps}, "tokenizer": tokenizer_fingerprint(tok),
+            "learning_rate": args.learning_rate,
+            "round": round_no, "started_from": str(start),
             "metrics": {"train_seconds": round(seconds, 1), "pairs": len(pairs), "resumed_from": resume_from},
             "log_history": trainer_log(trainer)}
     path = save_model_artifact(preset, stage, model, tok, meta)
-    print(f"[dpo] beta={beta:g}: trained {steps} steps in {seconds:.0f}s on {len(pairs)} pairs")
+    print(f"[dpo] round {round_no}, beta={beta:g}: trained {steps} steps in {seconds:.0f}s on {len(pairs)} pairs")
     return path
 
 
-def ensure_dpo(preset: Preset | None = None, force: bool = False, beta: float | None = None) -> Path:
-    """Folder of the DPO policy (for ``beta``; the preset's beta by default)."""
+def ensure_dpo(preset: Preset | None = None, force: bool = False, beta: float | None = None,
+               round_no: int = 1) -> Path:
+    """Folder of the DPO policy after round ``round_no`` (for ``beta``; the preset's beta by default)."""
     preset = preset or get_preset()
-    return ensure(preset, dpo_stage_name(preset, beta), lambda: train_dpo(preset, beta=beta), force=force)
+    _check_round(preset, round_no, beta)
+    return ensure(preset, dpo_stage_name(preset, beta, round_no),
+                  lambda: train_dpo(preset, beta=beta, round_no=round_no), force=force)
+
+
+def ensure_dpo_rounds(preset: Preset | None = None, force: bool = False) -> dict[int, Path]:
+    """Every round's DPO policy, ``{1: folder, 2: folder, ...}`` up to ``preset.dpo.rounds`` (built if missing;
+    ``force`` rebuilds them all, in order)."""
+    preset = preset or get_preset()
+    return {r: ensure_dpo(preset, force=force, round_no=r) for r in range(1, max(1, preset.dpo.rounds) + 1)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,12 +170,14 @@ def completion_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
 
 
 @torch.no_grad()
-def dpo_loss_by_hand(policy, reference, batch: dict, beta: float) -> dict[str, torch.Tensor]:
+def dpo_loss_by_hand(policy, reference, batch: dict, beta: float, sft_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """The DPO loss of one batch as TRL's collator builds it (chosen sequences first, then rejected).
 
     ``batch`` holds ``input_ids``, ``attention_mask`` and ``completion_mask``. Returns the four log-probabilities
-    per pair, the implicit rewards beta * (log pi - log pi_ref), their margins, and the mean loss
-    -log sigmoid(margin).
+    per pair, the implicit rewards beta * (log pi - log pi_ref), their margins, ``dpo_loss`` = the mean of
+    -log sigmoid(margin), ``nll_chosen`` = the mean negative log-probability of a chosen-response token (TRL's
+    ``"sft"`` term), and ``loss`` = dpo_loss + sft_weight x nll_chosen (the later rounds' loss; round 1 has
+    sft_weight 0).
     """
     policy.eval()
     reference.eval()
@@ -127,18 +186,23 @@ def dpo_loss_by_hand(policy, reference, batch: dict, beta: float) -> dict[str, t
     ref_chosen, ref_rejected = completion_logps(reference, *args).chunk(2)
     reward_chosen, reward_rejected = beta * (chosen - ref_chosen), beta * (rejected - ref_rejected)
     margins = reward_chosen - reward_rejected
+    dpo_loss = -torch.nn.functional.logsigmoid(margins).mean()
+    chosen_tokens = batch["completion_mask"][:, 1:].sum(dim=1).chunk(2)[0].sum()
+    nll_chosen = -chosen.sum() / chosen_tokens  # per token, over every chosen token of the batch
     return {"chosen_logps": chosen, "rejected_logps": rejected, "ref_chosen_logps": ref_chosen,
             "ref_rejected_logps": ref_rejected, "rewards/chosen": reward_chosen, "rewards/rejected": reward_rejected,
-            "margins": margins, "loss": -torch.nn.functional.logsigmoid(margins).mean()}
+            "margins": margins, "dpo_loss": dpo_loss, "nll_chosen": nll_chosen, "loss": dpo_loss + sft_weight * nll_chosen}
 
 
 def dpo_batch_check(policy_path: str | Path, reference_path: str | Path, pairs, beta: float,
-                    preset: Preset | None = None, output_dir: str | Path | None = None) -> dict:
+                    preset: Preset | None = None, output_dir: str | Path | None = None,
+                    sft_weight: float = 0.0) -> dict:
     """Let TRL's ``DPOTrainer`` log the loss of exactly one batch, and compute that batch's loss by hand.
 
     ``pairs`` (``prompt``, ``chosen``, ``rejected``) become one batch; TRL takes one logged step with learning
-    rate 0, so the policy does not change. Returns ``trl_loss`` (what TRL logged), ``trl_log`` (the whole log
-    entry), ``by_hand`` (:func:`dpo_loss_by_hand`) and the ``batch`` itself.
+    rate 0, so the policy does not change. ``sft_weight`` > 0 checks a later round's loss (DPO + sft_weight x the
+    chosen responses' NLL). Returns ``trl_loss`` (what TRL logged), ``trl_log`` (the whole log entry),
+    ``by_hand`` (:func:`dpo_loss_by_hand`) and the ``batch`` itself.
     """
     import tempfile
 
@@ -146,18 +210,20 @@ def dpo_batch_check(policy_path: str | Path, reference_path: str | Path, pairs, 
 
     if output_dir is None:  # TRL needs a folder; nothing is saved in it (save_strategy="no"): remove it after
         with tempfile.TemporaryDirectory(prefix="dpo-check-") as tmp:
-            return dpo_batch_check(policy_path, reference_path, pairs, beta, preset, output_dir=tmp)
+            return dpo_batch_check(policy_path, reference_path, pairs, beta, preset, output_dir=tmp,
+                                   sft_weight=sft_weight)
     preset = preset or get_preset()
     policy, tok = load_pretrained(policy_path)
     reference, _ = load_pretrained(reference_path)
     pairs = pairs.select_columns(["prompt", "chosen", "rejected"])
     defaults = {**trainer_defaults(preset), "bf16": False}  # fp32 on every device: compared to the digit
     args = DPOConfig(output_dir=str(output_dir), beta=beta, max_steps=1, learning_rate=0.0, logging_steps=1,
-                     per_device_train_batch_size=len(pairs), max_length=64, save_strategy="no", **defaults)
+                     per_device_train_batch_size=len(pairs), max_length=64, save_strategy="no",
+                     **dpo_loss_terms(replace(preset.dpo, sft_weight=sft_weight), 2 if sft_weight else 1), **defaults)
     trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=pairs, processing_class=tok)
     batch = next(iter(trainer.get_train_dataloader()))
     trainer.train()
     trl_log = next(e for e in trainer.state.log_history if "loss" in e)
     batch = {k: batch[k].cpu() for k in ("input_ids", "attention_mask", "completion_mask")}
     return {"trl_loss": float(trl_log["loss"]), "trl_log": trl_log, "batch": batch,
-            "by_hand": dpo_loss_by_hand(trainer.model, trainer.ref_model, batch, beta)}
+            "by_hand": dpo_loss_by_hand(trainer.model, trainer.ref_model, batch, beta, sft_weight)}

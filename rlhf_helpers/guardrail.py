@@ -321,11 +321,12 @@ def compare_answers(prompt: str, policies: Mapping[str, object], judge: Judge, r
     return frame.round(3)
 
 
-def frontier_policies(preset: Preset | None = None, dpo_betas: Sequence[float] = (0.05, 0.1, 0.5),
+def frontier_policies(preset: Preset | None = None, dpo_betas: Sequence[float] = (),
                       online: bool = True) -> dict[str, Path]:
     """Every trained policy for the reward-KL frontier, named ``"<method>[ <point>]"``: SFT, each PPO snapshot
-    (``PPO step-N``) and ``PPO final``, ``DPO β=b`` for each beta, GRPO and RLOO (each built if missing)."""
-    from .dpo import ensure_dpo
+    (``PPO step-N``) and ``PPO final``, each DPO round (``DPO round 1``, ``DPO round 2``, ...), ``DPO β=b`` for
+    each extra beta (round 1), GRPO and RLOO (each built if missing)."""
+    from .dpo import ensure_dpo, ensure_dpo_rounds
     from .grpo import ensure_grpo, ensure_rloo
     from .ppo import ensure_ppo
     from .sft import ensure_sft
@@ -337,6 +338,8 @@ def frontier_policies(preset: Preset | None = None, dpo_betas: Sequence[float] =
     for snap in snaps:
         out[f"PPO {snap.name}"] = snap
     out["PPO final"] = ppo
+    for r, folder in ensure_dpo_rounds(preset).items():
+        out[f"DPO round {r}"] = Path(folder)
     for b in dpo_betas:
         out[f"DPO β={b:g}"] = Path(ensure_dpo(preset, beta=b))
     if online:

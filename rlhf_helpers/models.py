@@ -220,10 +220,12 @@ def expected_settings(preset: Preset, stage: str) -> dict[str, Any] | None:
         from .config import ppo_config_kwargs
 
         return ppo_config_kwargs(preset)
-    if stage == "dpo_pairs":  # the pairs depend on how they are sampled and filtered, not on DPO's training
+    if stage.startswith("dpo_pairs"):  # the pairs depend on how they are sampled and filtered, not on DPO's training
         return {k: getattr(preset.dpo, k) for k in ("n_prompts", "samples_per_prompt", "margin")}
-    if stage == "dpo" or stage.startswith("dpo_beta"):  # the sweep's stages record their own beta
-        return {k: v for k, v in asdict(preset.dpo).items() if k != "beta"}
+    if stage == "dpo" or stage.startswith("dpo_beta"):  # round 1; the sweep's stages record their own beta
+        return {k: v for k, v in asdict(preset.dpo).items() if k not in ("beta", "rounds", "sft_weight", "later_learning_rate")}
+    if stage.startswith("dpo_round"):  # a later round does not depend on how many rounds follow it
+        return {k: v for k, v in asdict(preset.dpo).items() if k != "rounds"}
     if stage in ("grpo", "rloo"):
         return asdict(preset.grpo)
     return None

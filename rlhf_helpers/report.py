@@ -99,7 +99,7 @@ def _get(table: Any, model: str, column: str) -> float | None:
 def quality_bars(metrics: Mapping[str, Mapping[str, Any]], heldout: Any = None,
                  total_seconds: float | None = None) -> list[Bar]:
     """Every bar of the series. ``metrics``: stage -> the ``metrics`` dict saved with its artifact;
-    ``heldout``: the held-out comparison (``evaluate_policies`` summary: rows sft/ppo/dpo/grpo/rloo, columns
+    ``heldout``: the held-out comparison (``evaluate_policies`` summary: rows sft/ppo/dpo[/dpo_round2...]/grpo/rloo, columns
     positive_fraction, kl); ``total_seconds``: the notebooks' total time."""
     bars = []
 
@@ -125,8 +125,12 @@ def quality_bars(metrics: Mapping[str, Mapping[str, Any]], heldout: Any = None,
     bars.append(Bar("PPO positive fraction at KL ≤ 8 nats", "≥ 90 %, KL ≤ 8",
                     "-" if pos is None else f"{pos:.1%} at KL {kl:.1f}",
                     None if pos is None else (pos >= 0.90 and kl <= 8)))
-    dpo = _get(heldout, "dpo", "positive_fraction")
-    bars.append(Bar("DPO positive fraction", "≥ 80 %", "-" if dpo is None else f"{dpo:.1%}",
+    rounds = sorted((int(name[len("dpo_round"):]) for name in getattr(heldout, "index", [])
+                     if str(name).startswith("dpo_round") and str(name)[len("dpo_round"):].isdigit()), reverse=True)
+    last = f"dpo_round{rounds[0]}" if rounds else "dpo"  # the last DPO round built (iterative DPO)
+    dpo, dpo_kl = _get(heldout, last, "positive_fraction"), _get(heldout, last, "kl")
+    bars.append(Bar(f"DPO positive fraction (after {rounds[0] if rounds else 1} round{'s' if rounds else ''})",
+                    "≥ 80 %", "-" if dpo is None else f"{dpo:.1%} at KL {dpo_kl:.1f}",
                     None if dpo is None else dpo >= 0.80))
     for method in ("grpo", "rloo"):
         p = _get(heldout, method, "positive_fraction")

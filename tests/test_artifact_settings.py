@@ -25,7 +25,8 @@ def home(tmp_path, monkeypatch):
 
 def test_no_drift_when_built_with_the_current_settings():
     preset = get_preset("tiny")
-    for stage in ("sft", "classifier", "pairs", "reward_model", "ppo", "dpo", "dpo_pairs", "grpo"):
+    for stage in ("sft", "classifier", "pairs", "reward_model", "ppo", "dpo", "dpo_pairs", "dpo_round2",
+                  "dpo_pairs_round2", "grpo"):
         stored = json.loads(json.dumps(expected_settings(preset, stage)))
         assert settings_drift(preset, stage, {"settings": stored}) == [], stage
     assert expected_settings(preset, "tokenizer") is None  # not tracked: nothing to compare
@@ -42,6 +43,12 @@ def test_drift_names_each_changed_setting_and_ignores_what_learns_nothing():
     assert settings_drift(preset, "dpo_pairs", {"settings": {**dpo, "max_steps": 150, "learning_rate": 1e-4}}) == []
     assert settings_drift(preset, "dpo_pairs", {"settings": {**dpo, "n_prompts": 10}}) == [
         f"n_prompts 10 -> {preset.dpo.n_prompts}"]
+    # round 1 learns nothing from the later rounds' settings; round 2 does from its NLL weight, not from how many
+    # rounds follow it
+    later = {**dpo, "rounds": 3, "sft_weight": 0.0, "later_learning_rate": None}
+    assert settings_drift(preset, "dpo", {"settings": later}) == []
+    assert settings_drift(preset, "dpo_round2", {"settings": later}) == [
+        f"later_learning_rate None -> {preset.dpo.later_learning_rate}", f"sft_weight 0.0 -> {preset.dpo.sft_weight}"]
 
 
 def test_ensure_uses_a_drifted_artifact_as_it_is_and_says_how_to_rebuild(home, capsys):

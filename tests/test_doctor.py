@@ -134,31 +134,35 @@ def test_unknown_preset_is_one_problem(empty_home):
 
 
 def test_plan_covers_what_the_notebooks_load():
-    """`build all` must build every DPO beta notebooks 04 (sweep) and 06 (frontier) load."""
+    """`build all` must build every DPO round (04 trains them, 06 puts each on the frontier), and the notebooks'
+    main body must load no other DPO policy (04's β sweep is an exercise: its solution builds its own)."""
     import nbformat
 
-    from rlhf_helpers.dpo import dpo_stage_name
+    from rlhf_helpers.config import dpo_stage_name
 
     for name in ("smoke", "tiny", "gpt2"):
         preset = get_preset(name)
         names = doctor.artifact_names(preset)
         assert len(names) == len(set(names))
-        for beta in (0.05, 0.1, 0.5, 0.3):
-            assert doctor.dpo_stage_name(preset, beta) == dpo_stage_name(preset, beta)
-        src = {nb: "\n".join(c.source for c in nbformat.read(ROOT / "notebooks" / nb, 4).cells if c.cell_type == "code")
-               for nb in ("04_dpo.ipynb", "06_guardrail.ipynb")}
-        betas = []
-        for nb, code in src.items():  # e.g. `betas = sorted({preset.dpo.beta / 2, ...})`, `dpo_betas=(0.05, 0.5)`
-            found = (re.findall(r"betas\s*=\s*[\w.(]*?\{([^}]*)\}", code)
-                     + re.findall(r"dpo_betas\s*=\s*\(([^)]*)\)", code))
-            assert found, f"{nb} changed how it picks DPO betas: update doctor.notebook_dpo_betas and this test"
-            for expr in found:
-                betas += eval(f"[{expr}]", {"__builtins__": {}}, {"preset": preset})  # noqa: S307 - our notebooks
-        for b in betas:
-            assert dpo_stage_name(preset, b) in names, (name, b)
+        rounds = [r for _, _, r in doctor.dpo_round_stages(preset)]
+        assert rounds == list(range(1, preset.dpo.rounds + 1)) and preset.dpo.rounds >= 2
+        for r in rounds:
+            assert dpo_stage_name(preset, None, r) in names
+            assert ("dpo_pairs" if r == 1 else f"dpo_pairs_round{r}") in names
+            # a round's pairs come before its policy, and the previous round's policy before both
+            assert names.index(dpo_stage_name(preset, None, r)) > names.index(
+                "dpo_pairs" if r == 1 else f"dpo_pairs_round{r}")
+            if r > 1:
+                assert names.index(f"dpo_pairs_round{r}") > names.index(dpo_stage_name(preset, None, r - 1))
         expected = {"sft", "pairs", "reward_model", "ppo", "dpo_pairs", "dpo", "grpo", "rloo", "judge2"}
         assert expected <= set(names)
         assert ("tokenizer" in names) == ("classifier" in names) == (preset.policy_model == "tiny")
+    for nb in ("04_dpo.ipynb", "06_guardrail.ipynb"):
+        cells = nbformat.read(ROOT / "notebooks" / nb, 4).cells
+        end = next(i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("## Exercises"))
+        body = "\n".join(c.source for c in cells[:end] if c.cell_type == "code")
+        assert not re.search(r"ensure_dpo\([^)]*beta\s*=|dpo_betas\s*=", body), (
+            f"{nb} loads a DPO policy at another beta in its main body: add it to doctor.artifact_plan")
 
 
 @pytest.mark.slow
@@ -172,10 +176,10 @@ def test_build_all_once_then_nothing_then_doctor_all_good(empty_home, capsys):
     assert capsys.readouterr().out.strip() == (f"all {n} artifacts already built in {empty_home / 'smoke'}; "
                                                "nothing to do")
     # resumable: a lost artifact (or an interrupted run) is built again, alone
-    shutil.rmtree(empty_home / "smoke" / "dpo_beta0.5")
+    shutil.rmtree(empty_home / "smoke" / "dpo_round2")
     assert main(["build", "all", "--preset", "smoke"]) == 0
     out = capsys.readouterr().out
-    assert f"1 of {n} artifacts to build" in out and "dpo_beta0.5: built in" in out and "sft: built" not in out
+    assert f"1 of {n} artifacts to build" in out and "dpo_round2: built in" in out and "sft: built" not in out
     assert main(["build", "ppo", "--preset", "smoke"]) == 0  # one stage still works
     # the command a learner types, in its own process
     env = {**os.environ, "RLHF_HOME": str(empty_home), "HF_HUB_OFFLINE": "1"}

@@ -67,3 +67,20 @@ def test_by_hand_equals_what_trl_logs(moved_policy_dir, stand_in_lm_dir):
     policy, reference = (load_pretrained(p)[0] for p in (moved_policy_dir, stand_in_lm_dir))
     again = dpo_loss_by_hand(policy, reference, check["batch"], beta=0.5)
     assert again["loss"].item() == pytest.approx(hand["loss"].item(), abs=1e-6)  # lr 0: TRL left the policy as it was
+
+
+def test_later_rounds_loss_adds_the_chosen_nll_and_equals_what_trl_logs(moved_policy_dir, stand_in_lm_dir):
+    """Rounds > 1 train on DPO + w x NLL(chosen) (TRL's "sft" loss type): the by-hand sum equals TRL's loss."""
+    plain = dpo_batch_check(moved_policy_dir, stand_in_lm_dir, PAIRS, beta=0.5, preset=get_preset("smoke"))
+    mixed = dpo_batch_check(moved_policy_dir, stand_in_lm_dir, PAIRS, beta=0.5, preset=get_preset("smoke"),
+                            sft_weight=0.5)
+    hand = mixed["by_hand"]
+    assert hand["nll_chosen"].item() > 0.5  # a stand-in model gives its tokens far from probability 1
+    assert hand["dpo_loss"].item() == pytest.approx(plain["trl_loss"], abs=1e-4)  # same DPO part
+    assert hand["loss"].item() == pytest.approx(hand["dpo_loss"].item() + 0.5 * hand["nll_chosen"].item(), abs=1e-6)
+    assert mixed["trl_loss"] == pytest.approx(hand["loss"].item(), abs=1e-4)
+    assert abs(mixed["trl_loss"] - plain["trl_loss"]) > 0.1  # the term changes what TRL optimises
+    # the NLL is per chosen token: the mean of -log p over every completion token of the chosen half
+    n_tokens = mixed["batch"]["completion_mask"][:, 1:].chunk(2)[0].sum().item()
+    assert n_tokens > len(PAIRS)  # several tokens per chosen response, not one per sequence
+    assert hand["nll_chosen"].item() == pytest.approx(-hand["chosen_logps"].sum().item() / n_tokens, abs=1e-6)

@@ -185,3 +185,32 @@ def test_sequence_logprobs_batched_equals_one_by_one(stand_in_lm_dir):
     single = torch.cat([sequence_logprobs(model, [q], [r], tok.pad_token_id) for q, r in zip(queries, responses)])
     assert torch.allclose(batched, single, atol=1e-4)
     assert (batched < 0).all()
+
+
+@pytest.mark.slow
+def test_smoke_dpo_round_2_samples_from_round_1_and_trains_on_from_it():
+    """Iterative DPO: round 2's pairs come from round 1's policy on new prompts; round 2 starts from round 1."""
+    from rlhf_helpers.config import get_preset
+    from rlhf_helpers.dpo import ensure_dpo, ensure_dpo_pairs, ensure_dpo_rounds, round_prompts
+    from rlhf_helpers.models import load_pretrained, load_tokenizer, read_meta
+
+    preset = get_preset("smoke")
+    assert preset.dpo.rounds == 2
+    folders = ensure_dpo_rounds(preset)
+    assert list(folders) == [1, 2] and folders[1].parent.name == "dpo" and folders[2].parent.name == "dpo_round2"
+    meta2 = read_meta(folders[2])
+    assert meta2["round"] == 2 and meta2["started_from"] == str(folders[1])
+    assert read_meta(preset, "dpo_pairs_round2")["sampled_from"] == str(folders[1])
+    tok = load_tokenizer(folders[1])
+    first, second = round_prompts(preset, tok, 1), round_prompts(preset, tok, 2)
+    assert len(first) == len(second) == preset.dpo.n_prompts
+    pairs1, pairs2 = ensure_dpo_pairs(preset), ensure_dpo_pairs(preset, round_no=2)
+    assert set(pairs2["prompt"]) <= set(second) and set(pairs1["prompt"]) <= set(first)
+    assert first != second  # the next block of the same shuffle: other reviews' openings
+    # round 2 moved on from round 1 (same architecture, other weights)
+    w1, w2 = (load_pretrained(f)[0].transformer.wte.weight for f in (folders[1], folders[2]))
+    assert w1.shape == w2.shape and not torch.equal(w1, w2)
+    with pytest.raises(ValueError, match="rounds"):
+        ensure_dpo(preset, round_no=3)
+    with pytest.raises(ValueError, match="beta"):
+        ensure_dpo(preset, beta=0.5, round_no=2)

@@ -44,8 +44,20 @@ def test_quality_bars_met_and_not_met():
     assert bars["GRPO gain in positive fraction over SFT"].met is True
     assert bars["RLOO gain in positive fraction over SFT"].met is False
     assert bars["all notebooks (make run, without the install)"].met is False
+    assert bars["DPO positive fraction (after 1 round)"].met is True
     text = quality_bar_table(list(bars.values()))
     assert "**not met**" in text and "**met**" in text
+
+
+def test_the_dpo_bar_reads_the_last_round():
+    """Iterative DPO: the bar is the last round's policy, not round 1's (nor an earlier round's)."""
+    rows = {"sft": (0.24, 0.0), "dpo": (0.61, 5.6), "dpo_round2": (0.79, 9.0), "dpo_round3": (0.83, 11.2)}
+    heldout = pd.DataFrame({"positive_fraction": [v[0] for v in rows.values()], "kl": [v[1] for v in rows.values()]},
+                           index=pd.Index(list(rows), name="model"))
+    bar = next(b for b in quality_bars({}, heldout, None) if b.what.startswith("DPO"))
+    assert bar.what == "DPO positive fraction (after 3 rounds)" and bar.value == "83.0% at KL 11.2" and bar.met
+    bar = next(b for b in quality_bars({}, heldout.drop(index="dpo_round3"), None) if b.what.startswith("DPO"))
+    assert bar.value == "79.0% at KL 9.0" and bar.met is False
 
 
 def test_quality_bars_without_anything_built():
