@@ -196,7 +196,8 @@ def cmd_report(args) -> int:
     lines = [f"### Stages built in preset `{preset.name}`", "", "| stage | training time (s) | metric |",
              "|---|---|---|"]
     metrics: dict[str, dict] = {}
-    for stage in STAGES:
+    later_rounds = [s for s in _policy_stages(preset) if s.startswith("dpo_round")]
+    for stage in [x for s in STAGES for x in ([s, *later_rounds] if s == "dpo" else [s])]:
         if not is_complete(preset, stage):
             continue
         meta = read_meta(preset, stage)

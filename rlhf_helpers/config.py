@@ -121,9 +121,9 @@ class DPOSettings:
     save_steps: int = 25
     # Iterative DPO: round r > 1 samples fresh pairs (n_prompts new prompts) from round r - 1's policy, ranks them
     # with the same reward, and trains on from that policy, which is also its reference. Measured on tiny
-    # (docs/tuning.md round 5, round 1 = 60.9 % at KL 5.6): round 2 at 2e-4 reached 80.1 % at KL 9.8, at 3e-4
-    # 85.2 % at KL 10.5 (100 steps at 2e-4: the same, 8 s slower). Without the NLL term round 2 collapsed into
-    # "the the the" (85.5 % at KL 33, distinct-2 0.43).
+    # (docs/tuning.md round 5, benchmarks/dpo_rounds.py; round 1 = 60.9 % at KL 5.6): round 2 at 2e-4 reached
+    # 80.1 % at KL 9.8, at 3e-4 85.2 % at KL 10.5 (100 steps at 2e-4: the same, a few seconds slower). Without the
+    # NLL term round 2 collapsed into "the the the" (85.2 % at KL 43, distinct-2 0.29, repetition 0.57).
     rounds: int = 2
     sft_weight: float = 0.5  # rounds > 1: + sft_weight x NLL of the chosen responses (TRL loss_type "sft"; RPO)
     later_learning_rate: float | None = 3e-4  # rounds > 1 (None: learning_rate)

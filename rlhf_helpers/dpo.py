@@ -82,12 +82,13 @@ def round_learning_rate(dpo: DPOSettings, round_no: int) -> float:
 
 
 def train_dpo(preset: Preset | None = None, beta: float | None = None, max_steps: int | None = None,
-              resume: bool = True, round_no: int = 1) -> Path:
+              resume: bool = True, round_no: int = 1, reference: str | Path | None = None) -> Path:
     """One DPO round on that round's reward-ranked pairs.
 
     Round 1 starts from the SFT policy, which is also the frozen reference. Round r > 1 starts from round r - 1's
     policy and uses it as the reference (TRL loads the reference from the folder it trains), on pairs sampled
-    from that policy.
+    from that policy. ``reference`` (a model folder) replaces that reference, e.g. the SFT policy for every round
+    (``benchmarks/dpo_rounds.py --reference sft`` measures it).
     """
     from trl import DPOConfig, DPOTrainer
 
@@ -117,7 +118,8 @@ def train_dpo(preset: Preset | None = None, beta: float | None = None, max_steps
         # while training, so there is no sampling distribution to match. The by-hand check below stays fp32.
         **trainer_defaults(preset, mixed_precision=True),
     )
-    trainer = DPOTrainer(model=str(start), args=args, train_dataset=pairs, processing_class=tok)
+    ref_model = None if reference is None else load_pretrained(reference)[0]
+    trainer = DPOTrainer(model=str(start), ref_model=ref_model, args=args, train_dataset=pairs, processing_class=tok)
     print(f"[dpo] round {round_no}, precision: {precision_label(mixed_precision=True)}")
     resume_from = last_checkpoint(ckpts) if resume else None
     t0 = time.time()
@@ -127,7 +129,7 @@ def train_dpo(preset: Preset | None = None, beta: float | None = None, max_steps
 
     meta = {"settings": {**d.__dict__, "beta": beta, "max_steps": steps}, "tokenizer": tokenizer_fingerprint(tok),
             "learning_rate": args.learning_rate,
-            "round": round_no, "started_from": str(start),
+            "round": round_no, "started_from": str(start), "reference": str(reference or start),
             "metrics": {"train_seconds": round(seconds, 1), "pairs": len(pairs), "resumed_from": resume_from},
             "log_history": trainer_log(trainer)}
     path = save_model_artifact(preset, stage, model, tok, meta)
