@@ -3,7 +3,7 @@
   presets                         list the presets
   build STAGE [--preset P] [--force]
                                   build one stage's artifact (and what it needs): tokenizer, sft,
-                                  classifier, pairs, reward_model, ppo, dpo, grpo, rloo
+                                  classifier, pairs, reward_model, ppo, dpo (every round), grpo, rloo
   build all [--preset P] [--force]
                                   every artifact the notebooks load, once, in order (resumable)
   doctor [--preset P]             check this machine's setup; one line naming the fix per problem
