@@ -15,13 +15,12 @@ instead of round 1). Appends to benchmarks/results/dpo_rounds.jsonl and prints t
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+from dpo_tuning import record_candidate  # the same scratch-home, append-a-row, print-the-table loop
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = ["name", "reference", "sft_weight", "learning_rate", "max_steps", "n_prompts", "samples_per_prompt", "pairs",
@@ -42,24 +41,7 @@ def main(argv=None) -> None:
     ap.add_argument("--reference", choices=["previous", "sft"], default="previous")
     ap.add_argument("--table-only", action="store_true", help="print the table of earlier runs and stop")
     a = ap.parse_args(argv)
-    out_file = RESULTS / "dpo_rounds.jsonl"
-    if not a.table_only:
-        if not (a.from_home and a.name):
-            ap.error("--from-home and --name are needed to train a candidate")
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        scratch = Path(tempfile.mkdtemp(prefix="dpo-rounds-"))
-        os.environ["RLHF_HOME"] = str(scratch)
-        try:
-            out_file.parent.mkdir(exist_ok=True)
-            row = run_candidate(a, scratch)
-            with out_file.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-    rows = [json.loads(line) for line in out_file.read_text().splitlines() if line.strip()] if out_file.exists() else []
-    print("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS))
-    for r in rows:
-        print("| " + " | ".join(str(r.get(c, "")) for c in COLUMNS) + " |")
+    record_candidate(ap, a, RESULTS / "dpo_rounds.jsonl", "dpo-rounds-", run_candidate, COLUMNS)
 
 
 def run_candidate(a, scratch: Path) -> dict:

@@ -44,23 +44,30 @@ def main(argv=None) -> None:
                     help="keep only pairs whose chosen response the judge scores at least this (POSITIVE logit)")
     ap.add_argument("--table-only", action="store_true", help="print the table of earlier runs and stop")
     a = ap.parse_args(argv)
-    out_file = RESULTS / "dpo_tuning.jsonl"
+    record_candidate(ap, a, RESULTS / "dpo_tuning.jsonl", "dpo-tune-", run_candidate, COLUMNS)
+
+
+def record_candidate(ap, a, out_file: Path, prefix: str, run, columns: list[str]) -> None:
+    """Unless ``--table-only``: train one candidate (``run(a, scratch)`` returns its row) in a scratch RLHF_HOME,
+    removed after, and append its row to ``out_file``. Then print the table of every row so far. Shared with
+    ``dpo_rounds.py``."""
     if not a.table_only:
         if not (a.from_home and a.name):
             ap.error("--from-home and --name are needed to train a candidate")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        scratch = Path(tempfile.mkdtemp(prefix="dpo-tune-"))
+        scratch = Path(tempfile.mkdtemp(prefix=prefix))
         os.environ["RLHF_HOME"] = str(scratch)
         try:
             out_file.parent.mkdir(exist_ok=True)
+            row = run(a, scratch)
             with out_file.open("a") as f:
-                f.write(json.dumps(run_candidate(a, scratch)) + "\n")
+                f.write(json.dumps(row) + "\n")
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    rows = [json.loads(line) for line in out_file.read_text().splitlines() if line.strip()]
-    print("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS))
+    rows = [json.loads(line) for line in out_file.read_text().splitlines() if line.strip()] if out_file.exists() else []
+    print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
     for r in rows:
-        print("| " + " | ".join(str(r.get(c, "")) for c in COLUMNS) + " |")
+        print("| " + " | ".join(str(r.get(c, "")) for c in columns) + " |")
 
 
 def run_candidate(a, scratch: Path) -> dict:
