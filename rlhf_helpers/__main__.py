@@ -27,12 +27,16 @@ from pathlib import Path
 from .config import BUILD_STAGES
 
 
+def _dpo_round_stages(preset) -> list[str]:
+    """``dpo``, ``dpo_round2``, ...: every DPO round's policy artifact."""
+    from .config import dpo_round_numbers, dpo_stage_name
+
+    return [dpo_stage_name(preset, None, r) for r in dpo_round_numbers(preset)]
+
+
 def _policy_stages(preset) -> list[str]:
     """The policies `evaluate` and `report` compare: SFT, PPO, every DPO round, GRPO, RLOO."""
-    from .config import dpo_stage_name
-
-    rounds = [dpo_stage_name(preset, None, r) for r in range(1, max(1, preset.dpo.rounds) + 1)]
-    return ["sft", "ppo", *rounds, "grpo", "rloo"]
+    return ["sft", "ppo", *_dpo_round_stages(preset), "grpo", "rloo"]
 
 
 def _stage_builders():
@@ -196,8 +200,7 @@ def cmd_report(args) -> int:
     lines = [f"### Stages built in preset `{preset.name}`", "", "| stage | training time (s) | metric |",
              "|---|---|---|"]
     metrics: dict[str, dict] = {}
-    later_rounds = [s for s in _policy_stages(preset) if s.startswith("dpo_round")]
-    for stage in [x for s in STAGES for x in ([s, *later_rounds] if s == "dpo" else [s])]:
+    for stage in [x for s in STAGES for x in (_dpo_round_stages(preset) if s == "dpo" else [s])]:
         if not is_complete(preset, stage):
             continue
         meta = read_meta(preset, stage)

@@ -300,6 +300,11 @@ def set_seed(seed: int = 0) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def dpo_round_numbers(preset: Preset) -> range:
+    """The DPO rounds a preset trains: 1, 2, ... ``preset.dpo.rounds`` (at least round 1)."""
+    return range(1, max(1, preset.dpo.rounds) + 1)
+
+
 def dpo_stage_name(preset: Preset, beta: float | None = None, round_no: int = 1) -> str:
     """The artifact name of a DPO policy: ``dpo`` (round 1 at the preset's beta), ``dpo_round2``, ... (later
     rounds) or ``dpo_beta0.5`` (round 1 at another beta)."""

@@ -44,9 +44,9 @@ INSTALL_FIX = "run `make venv` (no make: `python -m pip install -r requirements.
 def dpo_round_stages(preset) -> list[tuple[str, str, int]]:
     """``(pairs stage, policy stage, round)`` for every DPO round the notebooks load (04 trains them, 06 puts
     each on the reward-KL frontier): ``dpo_pairs``/``dpo``, then ``dpo_pairs_round2``/``dpo_round2``, ..."""
-    from .config import dpo_pairs_stage, dpo_stage_name
+    from .config import dpo_pairs_stage, dpo_round_numbers, dpo_stage_name
 
-    return [(dpo_pairs_stage(r), dpo_stage_name(preset, None, r), r) for r in range(1, max(1, preset.dpo.rounds) + 1)]
+    return [(dpo_pairs_stage(r), dpo_stage_name(preset, None, r), r) for r in dpo_round_numbers(preset)]
 
 
 def artifact_plan(preset) -> list[tuple[str, Callable[..., object]]]:

@@ -9,12 +9,11 @@ the same reward, and trains on from that policy (also its reference), adding the
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from .config import DPOSettings, Preset, dpo_pairs_stage, dpo_stage_name, get_preset, set_seed
+from .config import DPOSettings, Preset, dpo_pairs_stage, dpo_round_numbers, dpo_stage_name, get_preset, set_seed
 from .data import load_imdb, make_prompts
 from .models import (checkpoint_dir, ensure, last_checkpoint, load_pretrained, load_tokenizer, precision_label,
                      save_artifact, save_model_artifact, tokenizer_fingerprint, trainer_defaults, trainer_log)
@@ -31,7 +30,7 @@ def round_prompts(preset: Preset, tokenizer, round_no: int = 1) -> list[str]:
     if round_no > 1 and len(table) < n * round_no:
         raise ValueError(f"round {round_no} needs {n * round_no} training prompts but the split has {len(table)}: "
                          "lower preset.dpo.n_prompts or preset.dpo.rounds")
-    return table["prompt"][n * (round_no - 1):] if round_no > 1 else table["prompt"]
+    return table["prompt"][n * (round_no - 1):]
 
 
 def ensure_dpo_pairs(preset: Preset | None = None, force: bool = False, round_no: int = 1):
@@ -60,20 +59,20 @@ def ensure_dpo_pairs(preset: Preset | None = None, force: bool = False, round_no
 
 
 def _check_round(preset: Preset, round_no: int, beta: float | None = None) -> None:
-    if not 1 <= round_no <= max(1, preset.dpo.rounds):
+    if round_no not in dpo_round_numbers(preset):
         raise ValueError(f"round_no must be between 1 and preset.dpo.rounds = {preset.dpo.rounds}, got {round_no} "
                          "(more rounds: preset.replace(dpo=dataclasses.replace(preset.dpo, rounds=N)))")
     if round_no > 1 and beta is not None and beta != preset.dpo.beta:
         raise ValueError("later DPO rounds train at the preset's beta only; change preset.dpo.beta instead")
 
 
-def dpo_loss_terms(dpo: DPOSettings, round_no: int) -> dict:
-    """TRL's loss settings for a round: the DPO loss alone in round 1; in later rounds DPO plus
-    ``sft_weight`` x the NLL of the chosen responses (TRL's ``"sft"`` loss type), which keeps the responses the
-    policy is pushed towards likely instead of only the gap between chosen and rejected wide."""
-    if round_no == 1 or dpo.sft_weight == 0:
+def dpo_loss_terms(sft_weight: float = 0.0) -> dict:
+    """TRL's loss settings: the DPO loss alone (round 1: ``sft_weight`` 0), or DPO plus ``sft_weight`` x the NLL of
+    the chosen responses (TRL's ``"sft"`` loss type; the later rounds use ``preset.dpo.sft_weight``), which keeps
+    the responses the policy is pushed towards likely instead of only the gap between chosen and rejected wide."""
+    if sft_weight == 0:
         return {"loss_type": ["sigmoid"]}
-    return {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, dpo.sft_weight]}
+    return {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, sft_weight]}
 
 
 def round_learning_rate(dpo: DPOSettings, round_no: int) -> float:
@@ -113,7 +112,7 @@ def train_dpo(preset: Preset | None = None, beta: float | None = None, max_steps
         save_steps=d.save_steps, lr_scheduler_type="cosine", warmup_steps=max(1, steps // 20),
         # the reference never changes: its log-probabilities are computed once, before training, instead of
         # in every step (measured on 2 cores: 150 steps in 41 s instead of 50 s)
-        precompute_ref_log_probs=True, **dpo_loss_terms(d, round_no),
+        precompute_ref_log_probs=True, **dpo_loss_terms(d.sft_weight if round_no > 1 else 0.0),
         # like SFT: bf16 autocast where the CPU has native bf16 (as DPO runs in bf16 on a GPU); DPO never samples
         # while training, so there is no sampling distribution to match. The by-hand check below stays fp32.
         **trainer_defaults(preset, mixed_precision=True),
@@ -128,7 +127,6 @@ def train_dpo(preset: Preset | None = None, beta: float | None = None, max_steps
     model = trainer.model
 
     meta = {"settings": {**d.__dict__, "beta": beta, "max_steps": steps}, "tokenizer": tokenizer_fingerprint(tok),
-            "learning_rate": args.learning_rate,
             "round": round_no, "started_from": str(start), "reference": str(reference or start),
             "metrics": {"train_seconds": round(seconds, 1), "pairs": len(pairs), "resumed_from": resume_from},
             "log_history": trainer_log(trainer)}
@@ -150,7 +148,7 @@ def ensure_dpo_rounds(preset: Preset | None = None, force: bool = False) -> dict
     """Every round's DPO policy, ``{1: folder, 2: folder, ...}`` up to ``preset.dpo.rounds`` (built if missing;
     ``force`` rebuilds them all, in order)."""
     preset = preset or get_preset()
-    return {r: ensure_dpo(preset, force=force, round_no=r) for r in range(1, max(1, preset.dpo.rounds) + 1)}
+    return {r: ensure_dpo(preset, force=force, round_no=r) for r in dpo_round_numbers(preset)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,7 +219,7 @@ def dpo_batch_check(policy_path: str | Path, reference_path: str | Path, pairs, 
     defaults = {**trainer_defaults(preset), "bf16": False}  # fp32 on every device: compared to the digit
     args = DPOConfig(output_dir=str(output_dir), beta=beta, max_steps=1, learning_rate=0.0, logging_steps=1,
                      per_device_train_batch_size=len(pairs), max_length=64, save_strategy="no",
-                     **dpo_loss_terms(replace(preset.dpo, sft_weight=sft_weight), 2 if sft_weight else 1), **defaults)
+                     **dpo_loss_terms(sft_weight), **defaults)
     trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=pairs, processing_class=tok)
     batch = next(iter(trainer.get_train_dataloader()))
     trainer.train()

@@ -8,6 +8,7 @@ Nothing here is typed by hand, so the README's table can be regenerated with one
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -125,11 +126,12 @@ def quality_bars(metrics: Mapping[str, Mapping[str, Any]], heldout: Any = None,
     bars.append(Bar("PPO positive fraction at KL ≤ 8 nats", "≥ 90 %, KL ≤ 8",
                     "-" if pos is None else f"{pos:.1%} at KL {kl:.1f}",
                     None if pos is None else (pos >= 0.90 and kl <= 8)))
-    rounds = sorted((int(name[len("dpo_round"):]) for name in getattr(heldout, "index", [])
-                     if str(name).startswith("dpo_round") and str(name)[len("dpo_round"):].isdigit()), reverse=True)
-    last = f"dpo_round{rounds[0]}" if rounds else "dpo"  # the last DPO round built (iterative DPO)
+    # the last DPO round built (iterative DPO): rows dpo, dpo_round2, dpo_round3, ...
+    last_round = max((int(m.group(1)) for name in getattr(heldout, "index", [])
+                      if (m := re.fullmatch(r"dpo_round(\d+)", str(name)))), default=1)
+    last = "dpo" if last_round == 1 else f"dpo_round{last_round}"
     dpo, dpo_kl = _get(heldout, last, "positive_fraction"), _get(heldout, last, "kl")
-    bars.append(Bar(f"DPO positive fraction (after {rounds[0] if rounds else 1} round{'s' if rounds else ''})",
+    bars.append(Bar(f"DPO positive fraction (after {last_round} round{'s' if last_round > 1 else ''})",
                     "≥ 80 %", "-" if dpo is None else f"{dpo:.1%} at KL {dpo_kl:.1f}",
                     None if dpo is None else dpo >= 0.80))
     for method in ("grpo", "rloo"):
