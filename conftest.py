@@ -7,6 +7,8 @@ import tempfile
 
 os.environ["RLHF_PRESET"] = "smoke"
 os.environ["HF_HUB_OFFLINE"] = "1"
+# every worked solution (%%solution cells) runs under nbval, so none can rot; a learner's kernel has it off
+os.environ["RLHF_RUN_SOLUTIONS"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if not os.environ.get("RLHF_TEST_KEEP_HOME"):
     os.environ["RLHF_HOME"] = tempfile.mkdtemp(prefix="rlhf-test-home-")

@@ -178,7 +178,7 @@ def grpo_step(policy, clf, tok, completions: int, generations: int, device, resu
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from rlhf_helpers.grpo import sentiment_reward_func
+    from rlhf_helpers.grpo import sample_what_you_score, sentiment_reward_func
     from rlhf_helpers.reward import SentimentReward
 
     reward = SentimentReward(clf, tok, batch_size=completions, device=device)
@@ -191,9 +191,9 @@ def grpo_step(policy, clf, tok, completions: int, generations: int, device, resu
     folder = Path(out) / "policy"  # TRL builds GRPO's reference model from a path
     policy.save_pretrained(folder, safe_serialization=True)
     tok.save_pretrained(folder)
-    trainer = GRPOTrainer(model=str(folder), reward_funcs=sentiment_reward_func(reward), args=args,
-                          train_dataset=Dataset.from_dict({"prompt": prompts}), processing_class=tok,
-                          callbacks=[timer.callback])
+    trainer = sample_what_you_score(GRPOTrainer(model=str(folder), reward_funcs=sentiment_reward_func(reward), args=args,
+                                                train_dataset=Dataset.from_dict({"prompt": prompts}),
+                                                processing_class=tok, callbacks=[timer.callback]))
     with _Phase(results, "grpo_train_3_steps", device):
         trainer.train()
     tok.padding_side = "right"

@@ -31,3 +31,19 @@ def quiet_libraries() -> None:
     from .models import silence_known_noise
 
     silence_known_noise()
+
+
+def _register_notebook_magics() -> None:
+    """Inside IPython (a notebook kernel), register ``%%solution`` and ``%solutions`` (see solutions.py);
+    elsewhere do nothing and import nothing."""
+    import sys
+
+    ipython_module = sys.modules.get("IPython")
+    shell = ipython_module.get_ipython() if ipython_module is not None else None
+    if shell is not None and hasattr(shell, "register_magic_function"):
+        from .solutions import register
+
+        register(shell)
+
+
+_register_notebook_magics()

@@ -15,6 +15,10 @@
                                   (writes benchmarks/results/<preset>_report.md)
   evaluate [--preset P]           held-out reward, positive fraction, KL and repetition of every
                                   stage already built
+  loadonly [--preset P]           after `build all`: time every notebook as JupyterLab's Run All runs it
+                                  (solutions off); table in benchmarks/results/<preset>_loadonly.md
+  words [--notebooks DIR]         markdown words per notebook (main body, optional, exercises) and
+                                  reading minutes at 230 words a minute
 """
 from __future__ import annotations
 
@@ -243,6 +247,39 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_loadonly(args) -> int:
+    from .config import project_root
+    from .notebooks import load_only_table, run_load_only
+    from .wordcount import series_counts
+
+    rows = run_load_only(args.preset, only=args.only)
+    words = series_counts(project_root() / "notebooks")
+    table = load_only_table(rows, args.preset or os.environ.get("RLHF_PRESET") or "tiny", words)
+    out = project_root() / "benchmarks" / "results" / f"{args.preset or os.environ.get('RLHF_PRESET') or 'tiny'}_loadonly.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(table)
+    print(table)
+    print(f"[loadonly] written to {out}")
+    surprises = [r for r in rows if r["new_artifact_folders"]]
+    return 1 if surprises else 0
+
+
+def cmd_words(args) -> int:
+    """``words``: how much each notebook asks a learner to read (rlhf_helpers.wordcount states the rule)."""
+    from .config import project_root
+    from .wordcount import OPTIONAL_TAG, WORDS_PER_MINUTE, markdown_table, series_counts
+
+    folder = Path(args.notebooks) if args.notebooks else project_root() / "notebooks"
+    counts = series_counts(folder)
+    if not counts:
+        print(f"error: no numbered notebooks (NN_*.ipynb) in {folder}", file=sys.stderr)
+        return 2
+    print(markdown_table(counts))
+    print(f"\nmain body: markdown not tagged `{OPTIONAL_TAG}` before the exercises; words are tokens with a letter "
+          f"or digit, fenced code left out; reading time at {WORDS_PER_MINUTE} words a minute")
+    return 0
+
+
 def cmd_presets(args) -> int:
     from .config import PRESETS
 
@@ -306,6 +343,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--preset", default=None)
     r.add_argument("--only", nargs="*", default=None, help="notebook prefixes, e.g. 00 01")
     r.set_defaults(func=cmd_run)
+
+    lo = sub.add_parser("loadonly", help="after build all: time each notebook as Run All runs it (solutions off)")
+    lo.add_argument("--preset", default=None)
+    lo.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 03")
+    lo.set_defaults(func=cmd_loadonly)
+    w = sub.add_parser("words", help="markdown words per notebook: main body, optional, exercises")
+    w.add_argument("--notebooks", default=None, help="folder of NN_*.ipynb (default the checkout's notebooks/)")
+    w.set_defaults(func=cmd_words)
 
     args = parser.parse_args(argv)
     try:

@@ -273,18 +273,39 @@ def artifacts_home() -> Path:
     return Path(home).expanduser().resolve() if home else project_root() / "artifacts"
 
 
-def pick_device(verbose: bool = True) -> "torch.device":
-    """cuda, then mps, then cpu; printed so a learner knows what ran."""
+DEVICES = ("cpu", "cuda", "mps")
+
+
+def device_name() -> str:
+    """The device every notebook, trainer and command uses: ``RLHF_DEVICE`` (cpu, cuda or mps) when set,
+    else cuda when torch sees a CUDA GPU, else cpu. Apple's MPS is used only when asked for: no test or
+    measured run has yet shown that it reproduces the CPU's numbers within the callouts' ranges."""
     import torch
 
-    if torch.cuda.is_available():
-        dev = torch.device("cuda")
-    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        dev = torch.device("mps")
-    else:
-        dev = torch.device("cpu")
+    choice = os.environ.get("RLHF_DEVICE", "").strip().lower()
+    if choice in ("", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice not in DEVICES:
+        raise ValueError(f"RLHF_DEVICE={choice!r} is not a device this series knows: use cpu, cuda or mps, or unset "
+                         "it (cuda when torch sees a GPU, else cpu).")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("RLHF_DEVICE=cuda, but torch sees no CUDA GPU (a CPU-only torch build, or no driver). "
+                           "Unset RLHF_DEVICE or set RLHF_DEVICE=cpu.")
+    if choice == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise RuntimeError("RLHF_DEVICE=mps, but this torch has no usable Apple MPS backend. Unset RLHF_DEVICE or "
+                           "set RLHF_DEVICE=cpu.")
+    return choice
+
+
+def pick_device(verbose: bool = True) -> "torch.device":
+    """The chosen device (:func:`device_name`) as a ``torch.device``; printed so a learner knows what ran."""
+    import torch
+
+    dev = torch.device(device_name())
     if verbose:
-        print(f"device: {dev}")
+        how = f"RLHF_DEVICE={os.environ['RLHF_DEVICE']}" if os.environ.get("RLHF_DEVICE", "").strip() else \
+            "default: cuda if present, else cpu; set RLHF_DEVICE=cpu|cuda|mps to choose"
+        print(f"device: {dev} ({how})")
     return dev
 
 

@@ -162,18 +162,33 @@ def check_packages(requirements: Sequence[str] | None = None) -> Finding:
 
 
 def check_device(preset=None) -> list[Finding]:
+    """The device ``RLHF_DEVICE`` chooses (default: cuda if present, else cpu; MPS only when asked for)."""
     try:
         import torch
     except Exception as err:  # noqa: BLE001 - any import failure is the finding
         return [Finding("FAIL", "device", f"torch cannot be imported ({type(err).__name__}: {err})", INSTALL_FIX)]
-    if torch.cuda.is_available():
+    from .config import device_name
+
+    asked = os.environ.get("RLHF_DEVICE", "").strip()
+    how = f"RLHF_DEVICE={asked}" if asked else "the default (RLHF_DEVICE unset)"
+    try:
+        device = device_name()
+    except (ValueError, RuntimeError) as err:
+        return [Finding("FAIL", "device", str(err), "unset RLHF_DEVICE or set it to cpu")]
+    if device == "cuda":
         name = torch.cuda.get_device_name(0)
-        found = [Finding("ok", "device", f"cuda ({name}, {_gib(torch.cuda.get_device_properties(0).total_memory)})")]
-    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        found = [Finding("ok", "device", "mps (Apple GPU)")]
+        found = [Finding("ok", "device", f"cuda ({name}, {_gib(torch.cuda.get_device_properties(0).total_memory)}), "
+                                         f"chosen by {how}")]
+    elif device == "mps":
+        found = [Finding("warn", "device", f"mps (Apple GPU), chosen by {how}: not yet shown to match the CPU's "
+                                           "numbers", "unset RLHF_DEVICE to compare with the reference-run callouts")]
     else:
         found = [Finding("ok", "device", f"cpu ({os.cpu_count()} cores, torch uses {torch.get_num_threads()} "
-                                         f"threads; the tiny preset is made for this)")]
+                                         f"threads; the tiny preset is made for this), chosen by {how}")]
+        mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+        if mps and not asked:
+            found.append(Finding("ok", "device", "an Apple GPU (mps) is present but not used unless asked for",
+                                 "RLHF_DEVICE=mps uses it"))
         if preset is not None and preset.name == "gpt2":
             found.append(Finding("warn", "device", "the gpt2 preset on a CPU trains for hours",
                                  "use the tiny preset in a room of laptops (RLHF_PRESET=tiny)"))

@@ -14,13 +14,22 @@ temperature, nothing else). So sampling must draw from exactly that distribution
   works too but every scorer (ours, TRL's, the evaluation's KL) would have to repeat the mask; stopping
   at EOS needs nothing anywhere else. The price: a drawn length is a *maximum*; short responses happen
   when the model wants to end (rare here: reviews are long).
-* **No hidden logits processors.** ``generate`` gets a fresh ``GenerationConfig`` (pure sampling:
-  ``top_k=0``, ``top_p=1``) so defaults stored in a model's ``generation_config.json`` (top-k 50,
-  repetition penalty, ...) never leak in.
+* **No hidden logits processors.** transformers fills every field that the config passed to ``generate``
+  leaves unset from the model's *stored* ``generation_config.json``, so a fresh config alone is not enough:
+  a stored ``min_new_tokens`` would set EOS to -inf again. :func:`generate_responses` therefore swaps the
+  model's stored config for a blank one while it samples (:func:`blank_generation_config`), and
+  :func:`sampling_config` refuses ``min_new_tokens``/``min_length``/top-k/top-p/repetition penalties.
+  Only the temperature may change, and every scorer divides by the same temperature.
+* **The positions generation used.** Prompts are left-padded; ``generate`` derives each token's position
+  from the attention mask (the first real token is position 0), but a plain forward pass of a GPT-2 given
+  no ``position_ids`` uses 0, 1, 2, ... counted from the first *pad*. Our PPO passes position ids
+  explicitly; TRL's GRPO/RLOO scorers do not, so :func:`pad_aware_positions` gives a model a hook that
+  derives them from the attention mask whenever a caller leaves them out.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import contextlib
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -38,17 +47,85 @@ def left_pad(sequences: Sequence[torch.Tensor], pad_id: int) -> tuple[torch.Tens
     return ids, mask
 
 
+REFUSED = {
+    "min_new_tokens": "suppresses EOS while sampling but not while scoring (the negative-KL trap); draw lengths "
+                      "with LengthSampler instead: responses stop at EOS or at their drawn length",
+    "min_length": "suppresses EOS while sampling but not while scoring (the negative-KL trap); draw lengths with "
+                  "LengthSampler instead",
+    "top_k": "truncates the distribution while sampling but not while scoring",
+    "top_p": "truncates the distribution while sampling but not while scoring",
+    "min_p": "truncates the distribution while sampling but not while scoring",
+    "typical_p": "truncates the distribution while sampling but not while scoring",
+    "repetition_penalty": "changes the logits while sampling but not while scoring",
+    "no_repeat_ngram_size": "forbids tokens while sampling but not while scoring",
+    "bad_words_ids": "forbids tokens while sampling but not while scoring",
+    "suppress_tokens": "forbids tokens while sampling but not while scoring",
+}
+
+
 def sampling_config(tokenizer, max_new_tokens: int, **overrides):
-    """A fresh ``GenerationConfig``: pure sampling at temperature 1 unless ``overrides`` say otherwise."""
+    """A fresh ``GenerationConfig`` for pure sampling: softmax(logits / temperature), nothing else.
+
+    Only ``temperature`` may be overridden (every scorer divides by it too); a setting that changes how
+    tokens are drawn without changing how they are scored is refused with the reason."""
     from transformers import GenerationConfig
 
-    if "min_new_tokens" in overrides or "min_length" in overrides:
-        raise ValueError("min_new_tokens/min_length suppress EOS while sampling, so the sampled tokens would not "
-                         "come from the distribution that is scored (negative KL). Draw lengths with "
-                         "LengthSampler instead: responses stop at EOS or at their drawn length.")
+    refused = sorted(k for k in overrides if k in REFUSED)
+    if refused:
+        raise ValueError("sample what you score: " + "; ".join(f"{k} {REFUSED[k]}" for k in refused)
+                         + ". Only the temperature may change how tokens are drawn.")
+    unknown = sorted(set(overrides) - {"temperature", "do_sample"})
+    if unknown:
+        raise ValueError(f"unknown sampling settings {unknown}: only temperature may be set")
     settings = {**PURE_SAMPLING, **overrides}
+    if not settings["temperature"] > 0:
+        raise ValueError(f"temperature must be > 0, got {settings['temperature']}")
     return GenerationConfig(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                             eos_token_id=tokenizer.eos_token_id, **settings)
+
+
+@contextlib.contextmanager
+def blank_generation_config(model) -> Iterator[None]:
+    """Swap ``model.generation_config`` for a blank one (only its pad/bos/eos ids kept) while sampling.
+
+    transformers fills every field the passed config leaves unset from the stored one; with a blank stored
+    config there is nothing to fill from, so ``min_new_tokens``, ``top_k`` or a repetition penalty saved
+    with a model cannot leak into sampling."""
+    from transformers import GenerationConfig
+
+    stored = getattr(model, "generation_config", None)
+    if stored is None:
+        yield
+        return
+    model.generation_config = GenerationConfig(pad_token_id=stored.pad_token_id, bos_token_id=stored.bos_token_id,
+                                               eos_token_id=stored.eos_token_id)
+    try:
+        yield
+    finally:
+        model.generation_config = stored
+
+
+def _positions_from_mask(module, args, kwargs):
+    """Forward pre-hook: when a caller gives an attention mask but no position ids, derive them from the mask
+    (position = number of real tokens before this one), as ``generate`` does for left-padded prompts."""
+    if kwargs.get("position_ids") is not None:
+        return None
+    mask = kwargs.get("attention_mask")
+    ids = kwargs.get("input_ids", args[0] if args else None)
+    if mask is None or ids is None or mask.dim() != 2:
+        return None
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
+    return args, {**kwargs, "position_ids": positions}
+
+
+def pad_aware_positions(model):
+    """Make every forward pass of ``model`` that omits ``position_ids`` use the positions its attention mask
+    implies (idempotent; returns the model). Right-padded batches get the usual 0, 1, 2, ...; left-padded
+    rows start at 0 at their first real token, exactly where generation put them."""
+    if not getattr(model, "_rlhf_pad_aware_positions", False):
+        model.register_forward_pre_hook(_positions_from_mask, with_kwargs=True)
+        model._rlhf_pad_aware_positions = True
+    return model
 
 
 def cut_response(row: torch.Tensor, length: int, eos_id: int | None) -> torch.Tensor:
@@ -61,11 +138,15 @@ def cut_response(row: torch.Tensor, length: int, eos_id: int | None) -> torch.Te
 
 @torch.no_grad()
 def generate_responses(model, tokenizer, queries: Sequence[torch.Tensor], lengths: Sequence[int],
-                       batch_size: int = 64, **generation_kwargs) -> list[torch.Tensor]:
+                       batch_size: int = 64, sampled_logprobs: list | None = None,
+                       **generation_kwargs) -> list[torch.Tensor]:
     """Sample one response per query: response ``i`` has at most ``lengths[i]`` tokens and ends early at EOS.
 
     Queries are left-padded so every row's last real token sits next to its first new token.
-    Pure sampling (top_k 0, top_p 1, temperature 1) unless ``generation_kwargs`` say otherwise.
+    Pure sampling at temperature 1 unless ``generation_kwargs`` set another temperature (nothing else may
+    change). ``sampled_logprobs``, when a list, receives per response the log-probabilities of its tokens under
+    the distribution they were actually drawn from (``generate``'s processed scores): what the tests compare
+    every scorer with.
     """
     if len(queries) != len(lengths):
         raise ValueError(f"{len(queries)} queries but {len(lengths)} lengths")
@@ -88,9 +169,18 @@ def generate_responses(model, tokenizer, queries: Sequence[torch.Tensor], length
         want = [int(n) for n in lengths[start:start + batch_size]]
         ids, mask = left_pad(chunk, tokenizer.pad_token_id)
         config = sampling_config(tokenizer, max(want), **generation_kwargs)
-        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
-        new = gen[:, ids.shape[1]:].cpu()
-        out.extend(cut_response(row, n, eos) for row, n in zip(new, want))
+        keep_scores = sampled_logprobs is not None
+        with blank_generation_config(model):
+            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
+                                 output_scores=keep_scores, return_dict_in_generate=keep_scores)
+        seqs = gen.sequences if keep_scores else gen
+        new = seqs[:, ids.shape[1]:].cpu()
+        responses = [cut_response(row, n, eos) for row, n in zip(new, want)]
+        out.extend(responses)
+        if keep_scores:
+            logp = torch.stack([torch.log_softmax(s.float(), -1) for s in gen.scores], 1).cpu()  # (B, T, V)
+            for i, r in enumerate(responses):
+                sampled_logprobs.append(logp[i, torch.arange(len(r)), r])
     if was_training:
         model.train()
     return out

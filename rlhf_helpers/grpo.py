@@ -12,6 +12,7 @@ import torch
 
 from .config import Preset, get_preset, set_seed
 from .data import load_imdb, make_prompts
+from .generation import pad_aware_positions
 from .models import (checkpoint_dir, ensure, last_checkpoint, load_tokenizer, save_model_artifact,
                      trainer_defaults,
                      tokenizer_fingerprint,
@@ -43,16 +44,49 @@ def _online_config(method: str, preset: Preset, output_dir: Path, max_steps: int
         per_device_train_batch_size=g.prompts_per_step * g.num_generations, num_generations=g.num_generations,
         max_completion_length=preset.ppo.max_len,  # no min_new_tokens: sample what you score (generation.py)
         temperature=1.0, top_k=0, top_p=1.0, beta=g.beta, learning_rate=g.learning_rate,
+        disable_dropout=True,  # sampling and scoring must see one network, not two random dropout masks
         logging_steps=1, save_steps=g.save_steps, lr_scheduler_type="constant", disable_tqdm=False,
-        **trainer_defaults(preset),
+        **trainer_defaults(preset),  # fp32 on every device: TRL samples and scores at one precision
     )
+
+
+def sample_what_you_score(trainer):
+    """Make a TRL GRPO/RLOO trainer score exactly the distribution it samples from (returns the trainer).
+
+    TRL left-pads prompts; ``generate`` places each prompt's first real token at position 0, but TRL's
+    scorer (``_get_per_token_logps_and_entropies``) passes no position ids, so a GPT-2 would score every
+    padded row at positions shifted by its pad count. :func:`~rlhf_helpers.generation.pad_aware_positions`
+    gives the policy and the reference a hook that derives them from the attention mask. The models'
+    stored generation configs are emptied, so nothing saved with a model (``min_new_tokens``, ``top_k``, a
+    repetition penalty) fills the fields TRL's own config leaves unset. Dropout is off through the config."""
+    from transformers import GenerationConfig
+
+    for model in (trainer.model, getattr(trainer, "ref_model", None)):
+        if model is None:
+            continue
+        model = trainer.accelerator.unwrap_model(model)
+        pad_aware_positions(model)
+        stored = model.generation_config
+        model.generation_config = GenerationConfig(pad_token_id=stored.pad_token_id, bos_token_id=stored.bos_token_id,
+                                                   eos_token_id=stored.eos_token_id)
+    return trainer
+
+
+def make_online_trainer(method: str, model, reward_funcs, args, train_dataset, processing_class):
+    """TRL's GRPOTrainer or RLOOTrainer, made to sample what it scores (:func:`sample_what_you_score`)."""
+    from trl import GRPOTrainer, RLOOTrainer
+
+    if method not in ("grpo", "rloo"):
+        raise ValueError(f"method must be 'grpo' or 'rloo', got {method!r}")
+    Trainer = GRPOTrainer if method == "grpo" else RLOOTrainer
+    return sample_what_you_score(Trainer(model=model, reward_funcs=reward_funcs, args=args,
+                                         train_dataset=train_dataset, processing_class=processing_class))
 
 
 def train_online(method: str, preset: Preset | None = None, max_steps: int | None = None,
                  resume: bool = True) -> Path:
     """Train the SFT policy with TRL's GRPO or RLOO trainer on the sentiment reward; save as an artifact."""
     from datasets import Dataset
-    from trl import GRPOTrainer, RLOOTrainer
 
     if method not in ("grpo", "rloo"):
         raise ValueError(f"method must be 'grpo' or 'rloo', got {method!r}")
@@ -66,9 +100,7 @@ def train_online(method: str, preset: Preset | None = None, max_steps: int | Non
     steps = max_steps or preset.grpo.max_steps
     ckpts = checkpoint_dir(preset, method)
     args = _online_config(method, preset, ckpts, steps)
-    Trainer = GRPOTrainer if method == "grpo" else RLOOTrainer
-    trainer = Trainer(model=str(sft), reward_funcs=sentiment_reward_func(sentiment_reward(preset)), args=args,
-                      train_dataset=train, processing_class=tok)
+    trainer = make_online_trainer(method, str(sft), sentiment_reward_func(sentiment_reward(preset)), args, train, tok)
     resume_from = last_checkpoint(ckpts) if resume else None
     t0 = time.time()
     trainer.train(resume_from_checkpoint=resume_from)

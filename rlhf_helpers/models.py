@@ -137,33 +137,37 @@ def cpu_bf16() -> bool:
 
 def precision_label(mixed_precision: bool = False) -> str:
     """What :func:`trainer_defaults` chooses on this machine, in words (the training cells print it)."""
-    import torch
+    from .config import device_name
 
-    if torch.cuda.is_available():
+    device = device_name()
+    if not mixed_precision:
+        return f"fp32 on the {device} (sampled and scored at one precision)"
+    if device == "cuda":
         return "bf16 autocast on the GPU"
-    if mixed_precision and cpu_bf16():
+    if device == "mps":
+        return "fp32 on the Apple GPU (mps)"
+    if cpu_bf16():
         return "bf16 autocast (this CPU multiplies bf16 natively; weights stay fp32)"
-    if mixed_precision:
-        return "fp32 (this CPU has no native bf16, where bf16 would be slower; RLHF_CPU_BF16=1 forces it)"
-    return "fp32"
+    return "fp32 (this CPU has no native bf16, where bf16 would be slower; RLHF_CPU_BF16=1 forces it)"
 
 
 def trainer_defaults(preset: Preset, mixed_precision: bool = False) -> dict[str, Any]:
     """Settings every transformers/TRL trainer here shares: seeded, no loggers, one checkpoint kept,
-    no gradient checkpointing, and the known-harmless library noise silenced (:func:`silence_known_noise`).
+    no gradient checkpointing, the device that ``RLHF_DEVICE`` chooses (:func:`config.device_name`), and the
+    known-harmless library noise silenced (:func:`silence_known_noise`).
 
-    Precision: bf16 on a GPU. On a CPU, fp32 unless ``mixed_precision`` (the stages that train on fixed data ask
-    for it: SFT, classifier, reward model, DPO) and the CPU has native bf16 (:func:`cpu_bf16`); the weights stay
-    fp32 either way (autocast). The on-policy RL stages (PPO, GRPO, RLOO) sample and score in fp32."""
-    import torch
-
+    Precision: the stages that train on fixed data (SFT, classifier, reward model, DPO) ask for
+    ``mixed_precision``: bf16 autocast on a CUDA GPU, and on a CPU with native bf16 (:func:`cpu_bf16`); the
+    weights stay fp32 either way. The on-policy RL stages (PPO, GRPO, RLOO) run in fp32 on every device, so
+    the tokens are sampled and their log-probabilities scored at one precision."""
     from . import quiet_libraries
+    from .config import device_name
 
     quiet_libraries()  # also silence_known_noise()
-
+    device = device_name()
     return {"save_total_limit": 1, "report_to": "none", "seed": preset.seed, "data_seed": preset.seed,
-            "use_cpu": not torch.cuda.is_available(),
-            "bf16": torch.cuda.is_available() or (mixed_precision and cpu_bf16()),
+            "use_cpu": device == "cpu",
+            "bf16": mixed_precision and (device == "cuda" or (device == "cpu" and cpu_bf16())),
             "dataloader_num_workers": 0,
             # TRL turns gradient (activation) checkpointing on by default, via the deprecated name, which also
             # printed a FutureWarning per trainer: it recomputes every activation in the backward pass (about a

@@ -65,3 +65,73 @@ def run_notebooks(preset_name: str | None = None, out_dir: Path | None = None, t
         f"<html><body><h1>rlhf-notebooks: executed in preset {preset.name}</h1><ul>{rows}</ul></body></html>")
     print(f"[run] done; open {out_dir / 'index.html'}")
     return timings
+
+
+def _folders(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_dir()} if root.exists() else set()
+
+
+def run_load_only(preset_name: str | None = None, out_dir: Path | None = None, timeout: int = 3600,
+                  only: list[str] | None = None) -> list[dict]:
+    """What a learner waits for in a workshop: every notebook executed as JupyterLab's Run All would, after
+    ``build all`` (every code cell in order, ``%%solution`` cells included with solutions off), timed.
+
+    Refuses to start while an artifact the notebooks load is missing (that run would train, not load), and
+    reports any folder the run added under the artifacts home (a notebook that trained by surprise).
+    Executed copies go to ``reports/loadonly/``; the table to ``benchmarks/results/<preset>_loadonly.md``."""
+    import json
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    from .config import artifacts_home
+    from .doctor import _artifact_problems
+
+    preset = get_preset(preset_name)
+    missing, wrong = _artifact_problems(preset, artifacts_home())
+    missing = missing + wrong
+    if missing:
+        raise SystemExit(f"[loadonly] {len(missing)} artifacts are not built yet ({', '.join(missing)}): run "
+                         f"`python -m rlhf_helpers build all --preset {preset.name}` first; a load-only pass would "
+                         "otherwise train them and time the training.")
+    os.environ["RLHF_PRESET"] = preset.name
+    os.environ["RLHF_RUN_SOLUTIONS"] = "0"  # as in a learner's kernel: Run All prints how to run each solution
+    home = artifacts_home() / preset.name
+    out_dir = out_dir or project_root() / "reports" / "loadonly"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for path in notebook_paths():
+        if only and not any(path.name.startswith(o) for o in only):
+            continue
+        before = _folders(home)
+        nb = nbformat.read(path, as_version=4)
+        print(f"[loadonly] {path.name} (preset {preset.name}, solutions off) ...", flush=True)
+        t0 = time.time()
+        try:
+            NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                           resources={"metadata": {"path": str(path.parent)}}).execute()
+        finally:
+            nbformat.write(nb, out_dir / path.name)
+        seconds = time.time() - t0
+        added = sorted(f for f in _folders(home) - before if "/" not in f)
+        rows.append({"notebook": path.name, "seconds": round(seconds, 1), "new_artifact_folders": added})
+        print(f"[loadonly] {path.name}: {seconds:.0f}s" + (f"; NEW artifact folders: {added}" if added else ""),
+              flush=True)
+    (out_dir / "loadonly.json").write_text(json.dumps({"preset": preset.name, "rows": rows}, indent=2))
+    return rows
+
+
+def load_only_table(rows: list[dict], preset_name: str, words: dict[str, dict] | None = None) -> str:
+    """Markdown: per notebook, the measured Run All wait and (when given) the main body's reading time."""
+    lines = ["| notebook | Run All after `build all` (measured) | main-body words | reading at 230 words/min | "
+             "new artifact folders |", "|---|---|---|---|---|"]
+    total = 0.0
+    for r in rows:
+        w = (words or {}).get(r["notebook"], {}).get("main body")
+        total += r["seconds"]
+        lines.append(f"| {r['notebook']} | {r['seconds']:.0f} s | {w if w is not None else '—'} | "
+                     f"{'%.1f min' % (w / 230) if w is not None else '—'} | {', '.join(r['new_artifact_folders']) or 'none'} |")
+    lines.append(f"| **all** | **{total / 60:.1f} min** | | | |")
+    machine = f"{os.cpu_count()} CPU cores"
+    return (f"Preset `{preset_name}`, {machine}, {time.strftime('%Y-%m-%d')}; measured by "
+            f"`python -m rlhf_helpers loadonly --preset {preset_name}`.\n\n" + "\n".join(lines) + "\n")

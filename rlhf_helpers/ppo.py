@@ -261,7 +261,9 @@ def query_response_batch(queries: Sequence[torch.Tensor], responses: Sequence[to
 
 
 def _make_accelerator():
-    """bf16 on a GPU, plain fp32 on a CPU: PPO's ratios and KL are log-probability differences, kept in fp32.
+    """fp32 on every device: ``generate`` samples outside accelerate's autocast (it wraps only the policy's
+    ``forward``), so a bf16 autocast would score in bf16 what was sampled in fp32. The device is
+    :func:`config.device_name`'s (``RLHF_DEVICE``).
 
     accelerate keeps one process-wide state; an earlier trainer in the same kernel (SFT, classifier, reward
     model and DPO train under bf16 autocast where the CPU has it) would refuse a different precision, so the state is
@@ -271,7 +273,9 @@ def _make_accelerator():
 
     AcceleratorState._reset_state(reset_partial_state=True)
 
-    return Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no", cpu=not torch.cuda.is_available())
+    from .config import device_name
+
+    return Accelerator(mixed_precision="no", cpu=device_name() == "cpu")
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,7 +344,7 @@ class PPOTrainer:
                 f"PPOTrainer.generate got {sorted(generation_kwargs)}: during training responses must come from "
                 "the distribution step() scores (softmax(logits / temperature)). Set PPOConfig.temperature for "
                 "the temperature; top_k/top_p/repetition_penalty/min_new_tokens are refused because they make "
-                "training off-policy. Use generation.sample_texts for such sampling outside training.")
+                "training off-policy (they change how tokens are drawn but not how they are scored).")
         lengths = [length_sampler() if length_sampler else 16 for _ in queries]
         return generate_responses(self.policy.lm, self.tokenizer, queries, lengths, batch_size=batch_size,
                                   temperature=self.config.temperature)

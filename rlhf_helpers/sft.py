@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .config import Preset, get_preset, set_seed
+from .config import Preset, device_name, get_preset, set_seed
 from .data import load_imdb
 from .models import (checkpoint_dir, ensure, last_checkpoint, load_causal_lm, load_tokenizer, model_dir,
                      precision_label, save_artifact, save_model_artifact, trainer_defaults, tokenizer_fingerprint,
@@ -111,7 +111,7 @@ def train_sft(preset: Preset | None = None, resume: bool = True) -> Path:
         packing=s.packing, disable_tqdm=False, save_only_model=False,
         **trainer_defaults(preset, mixed_precision=True),
     )
-    trainer_class = SFTTrainer if torch.cuda.is_available() else model_loss_sft_trainer()
+    trainer_class = SFTTrainer if device_name() == "cuda" else model_loss_sft_trainer()
     trainer = trainer_class(model=model, args=args, train_dataset=train, processing_class=tokenizer)
     resume_from = last_checkpoint(ckpts) if resume else None
     print(f"[sft] precision: {precision_label(mixed_precision=True)}")

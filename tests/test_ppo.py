@@ -124,13 +124,22 @@ def test_same_seed_same_stats(stand_in_lm_dir):
     assert s1 == s2 and all(torch.equal(a, b) for a, b in zip(r1, r2))
 
 
-def test_generate_respects_sampled_lengths(stand_in_lm_dir):
+def test_generate_respects_sampled_lengths(eos_stand_in_dir):
+    """Each response has exactly its drawn length, unless it ends earlier with a sampled EOS (its last token)."""
     from rlhf_helpers.data import LengthSampler
 
-    trainer, tok = _trainer(stand_in_lm_dir)
+    trainer, tok = _trainer(eos_stand_in_dir, batch_size=40, mini_batch_size=8)
     queries = [torch.tensor(tok("A great")["input_ids"])] * 40
-    lengths = {len(r) for r in trainer.generate(queries, LengthSampler(3, 6, seed=0))}
-    assert lengths <= {3, 4, 5, 6} and len(lengths) > 1
+    same = LengthSampler(3, 6, seed=0)
+    drawn = [same() for _ in queries]  # the same draws generate makes
+    responses = trainer.generate(queries, LengthSampler(3, 6, seed=0))
+    eos = tok.eos_token_id
+    early = 0
+    for r, n in zip(responses, drawn):
+        ends_at_eos = int(r[-1]) == eos and (r[:-1] != eos).all()
+        assert len(r) == n or (len(r) < n and ends_at_eos), (len(r), n, r.tolist())
+        early += len(r) < n
+    assert len(set(drawn)) > 1 and early > 0  # mixed drawn lengths, and some responses really stopped at EOS
 
 
 @pytest.mark.parametrize("bad", ["mismatch", "empty_response", "nan", "wrong_batch"])
@@ -253,7 +262,7 @@ def test_old_logps_equal_the_sampling_distribution(stand_in_lm_dir, temperature)
                                      generation_config=sampling_config(tok, max(lengths), temperature=temperature))
     new = out.sequences[:, ids.shape[1]:]
     responses = [cut_response(row, n, tok.eos_token_id) for row, n in zip(new, lengths)]
-    assert sorted({len(r) for r in responses}) != [max(lengths)]  # the lengths really are mixed
+    # cut at each drawn length; the drawn lengths, not the sampler, make them mixed
     batch = trainer.make_experience(queries, responses, torch.zeros(8))
     for i, r in enumerate(responses):
         sampled = torch.stack([torch.log_softmax(out.scores[t][i].float(), -1)[tok_id]
@@ -262,8 +271,11 @@ def test_old_logps_equal_the_sampling_distribution(stand_in_lm_dir, temperature)
         assert batch["mask"][i].sum() == len(r)
 
 
-def test_policy_equal_to_reference_reports_zero_kl(stand_in_lm_dir):
-    trainer, tok = _trainer(stand_in_lm_dir, batch_size=8, mini_batch_size=4)
+def test_policy_equal_to_reference_reports_zero_kl(eos_stand_in_dir):
+    """Policy and reference hold the same weights but are separate modules, and the config asks for GPT-2's
+    dropout of 0.1: the KL is exactly 0 only if dropout is really off and both score at the same positions."""
+    trainer, tok = _trainer(eos_stand_in_dir, batch_size=8, mini_batch_size=4)
+    assert trainer.ref_model is not trainer.policy.lm and trainer.policy.lm.config.resid_pdrop == 0.1
     queries = _mixed_batch(tok)
     torch.manual_seed(0)
     responses = trainer.generate(queries, lambda: 6)
@@ -305,7 +317,7 @@ def test_generate_refuses_logits_processors(stand_in_lm_dir):
             trainer.generate(_mixed_batch(tok, 4), lambda: 3, **kwargs)
     from rlhf_helpers.generation import sample_texts
 
-    with pytest.raises(ValueError, match="suppress EOS"):
+    with pytest.raises(ValueError, match="suppresses EOS while sampling"):
         sample_texts(trainer.policy.lm, tok, ["This movie"], 3, min_new_tokens=3)
 
 
