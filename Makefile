@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: venv run test bench site clean-artifacts
+.PHONY: venv dev run test bench site clean-artifacts
 
 # Notebooks reach git without outputs: nbstripout is the git filter named in .gitattributes, so a
 # learner's executed notebooks keep their outputs in the working copy while `git status`, `git diff`
@@ -32,15 +33,23 @@ $(STAMP): requirements.txt pyproject.toml
 	@$(BIN)/python -m compileall -q -j 0 "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null 2>&1 || true
 	@touch $(STAMP)
 
+# Development tools (tests, site, browser test) on top of the learner's install: requirements-dev.txt.
+dev: venv $(DEVSTAMP)
+
+$(DEVSTAMP): requirements-dev.txt $(STAMP)
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-compile -r requirements-dev.txt
+	@$(BIN)/python -m compileall -q -j 0 "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null 2>&1 || true
+	@touch $(DEVSTAMP)
+
 run: venv
 	$(BIN)/python -m rlhf_helpers run --preset $${RLHF_PRESET:-tiny}
 
-test: venv
+test: dev
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 # A static site of `make run`'s executed notebooks (reports/NN_*.ipynb; nothing is executed again):
 # Sphinx + MyST-NB, offline. Open reports/site/index.html.
-site: venv
+site: dev
 	$(BIN)/python docs/site/build.py --notebooks reports --out reports/site
 
 bench: venv

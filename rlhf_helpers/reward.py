@@ -69,7 +69,8 @@ def train_classifier(preset: Preset | None = None, resume: bool = True) -> Path:
     trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.time() - t0
     model = trainer.model.eval()
-    test = imdb["test"].select(range(min(c.eval_examples, len(imdb["test"]))))
+    split = "test" if "test" in imdb else "validation"  # validation inside a tuning script (forbid_test_set)
+    test = imdb[split].select(range(min(c.eval_examples, len(imdb[split]))))
     acc = classifier_accuracy(model, tokenizer, test["text"], test["label"], max_length=c.max_length)
     # the rater on short texts: openings of the same test reviews (labels balanced, so ~50 % is unbiased)
     openings = review_openings(test, tokenizer, c.opening_tokens, seed=preset.seed + 1)
@@ -77,7 +78,8 @@ def train_classifier(preset: Preset | None = None, resume: bool = True) -> Path:
     opening_acc = (opening_says == torch.tensor(openings["label"]).bool()).float().mean().item()
     opening_pos = opening_says.float().mean().item()
     meta = {"settings": c.__dict__, "tokenizer": tokenizer_fingerprint(tokenizer),
-            "metrics": {"test_accuracy": acc, "test_examples": len(test), "train_seconds": round(seconds, 1),
+            "metrics": {"test_accuracy": acc, "test_examples": len(test), "eval_split": split,
+                        "train_seconds": round(seconds, 1),
                         "openings_accuracy": opening_acc, "openings_positive_rate": opening_pos,
                         "test_positive_rate": sum(test["label"]) / max(len(test), 1),
                         "resumed_from": resume_from},
@@ -632,5 +634,9 @@ def ensure_second_judge(preset: Preset | None = None, force: bool = False) -> Pa
 
 
 def second_judge_reward(preset: Preset | None = None) -> BagOfWordsSentiment:
-    """The second judge as a ``SentimentReward``-compatible scorer (``all_logits``, ``label``, call)."""
+    """The auditor (the Rotten-Tomatoes judge) as a ``SentimentReward``-compatible scorer (``all_logits``,
+    ``label``, call). It only grades the test set: a tuning script cannot load it (:func:`data.forbid_test_set`)."""
+    from .data import require_test_set
+
+    require_test_set("the auditor (the Rotten-Tomatoes judge)")
     return BagOfWordsSentiment.load(ensure_second_judge(preset or get_preset()))

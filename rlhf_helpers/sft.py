@@ -25,8 +25,9 @@ def ensure_tokenizer(preset: Preset | None = None, force: bool = False):
 
         t0 = time.time()
         texts = load_imdb(preset)["train"]["text"][: preset.sizes.tokenizer_train_texts]
-        tok = train_tokenizer(texts, vocab_size=preset.sizes.vocab_size)
-        meta = {"vocab_size": len(tok), "texts": len(texts), "seconds": round(time.time() - t0, 1),
+        tok = train_tokenizer(texts, vocab_size=preset.sizes.vocab_size, kind=preset.sizes.tokenizer)
+        meta = {"vocab_size": len(tok), "kind": preset.sizes.tokenizer, "texts": len(texts),
+                "seconds": round(time.time() - t0, 1),
                 "tokenizer": tokenizer_fingerprint(tok)}
         return save_artifact(preset, "tokenizer", tok.save_pretrained, meta)
 
@@ -121,11 +122,12 @@ def train_sft(preset: Preset | None = None, resume: bool = True) -> Path:
     trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.time() - t0
     model = trainer.model
-    held_out = imdb["test"]["text"][: s.eval_reviews]
+    split = "test" if "test" in imdb else "validation"  # validation inside a tuning script (forbid_test_set)
+    held_out = imdb[split]["text"][: s.eval_reviews]
     ppl = perplexity(model, tokenizer, held_out, max_length=s.eval_max_length)
     meta = {
         "settings": s.__dict__, "base": preset.policy_model, "tokenizer": tokenizer_fingerprint(tokenizer),
-        "metrics": {"held_out_perplexity": ppl, "train_seconds": round(seconds, 1),
+        "metrics": {"held_out_perplexity": ppl, "eval_split": split, "train_seconds": round(seconds, 1),
                     "resumed_from": resume_from, "steps": trainer.state.global_step},
         "log_history": trainer_log(trainer),
     }

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    pytest.importorskip("sphinx", reason="sphinx is missing: pip install -r requirements.txt")
-    pytest.importorskip("myst_nb", reason="myst-nb is missing: pip install -r requirements.txt")
+    pytest.importorskip("sphinx", reason="sphinx is missing: pip install -r requirements-dev.txt, or make dev")
+    pytest.importorskip("myst_nb", reason="myst-nb is missing: pip install -r requirements-dev.txt, or make dev")
     from rlhf_helpers.notebooks import notebook_paths, run_notebooks
 
     executed = tmp_path_factory.mktemp("executed")
@@ -65,7 +65,7 @@ def test_math_plots_and_widget_snapshots(site):
 def test_a_page_in_chromium(site):
     """A reader's view: 03's page in headless Chromium, math typeset by the local MathJax, a screenshot in
     reports/browser/site_03_ppo.png."""
-    pytest.importorskip("playwright", reason="playwright is missing: pip install -r requirements.txt")
+    pytest.importorskip("playwright", reason="playwright is missing: pip install -r requirements-dev.txt, or make dev")
     sys.path.insert(0, str(ROOT / "tests" / "browser"))
     try:
         from labserver import find_chromium, launch_chromium

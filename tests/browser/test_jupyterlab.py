@@ -33,14 +33,16 @@ def browser_lab(tmp_path_factory):
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("browser test skipped: the playwright package is missing (pip install -r requirements.txt)")
+        pytest.skip("browser test skipped: the playwright package is missing (make dev, or pip install -r requirements-dev.txt)")
     if find_chromium() is None:
         pytest.skip("browser test skipped: no chromium binary (apt-get install -y chromium; .ci/run does it)")
     work = tmp_path_factory.mktemp("jupyterlab")
     env = {"RLHF_PRESET": "smoke", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            # the test session's temporary artifacts folder (root conftest.py): what these runs build,
            # nbval's notebook runs later reuse
-           "RLHF_HOME": os.environ.get("RLHF_HOME") or str(work / "rlhf-home")}
+           "RLHF_HOME": os.environ.get("RLHF_HOME") or str(work / "rlhf-home"),
+           # a learner's kernel: worked solutions off (make test turns them on for nbval)
+           "RLHF_RUN_SOLUTIONS": "0"}
     lab = LabServer(work, env).start()
     try:
         with sync_playwright() as pw:
@@ -108,11 +110,47 @@ def wait_for_result(page, box, must_contain: str, timeout_ms: int = 120_000) -> 
     return result.inner_html()
 
 
+def output_text(nb_cells: list[dict]) -> str:
+    """Every stream and text/plain output of the notebook, as the kernel sent it to JupyterLab."""
+    parts = []
+    for cell in nb_cells:
+        for out in cell.get("outputs", []):
+            text = out.get("text") or out.get("data", {}).get("text/plain") or ""
+            parts.append("".join(text) if isinstance(text, list) else text)
+    return "\n".join(parts)
+
+
+def _artifact_folders(home: Path) -> set[str]:
+    return {str(p.relative_to(home)) for p in home.rglob("*") if p.is_dir()}
+
+
 def test_length_explorer_in_jupyterlab(browser_lab):
+    """Run All of 03 with every artifact prebuilt (as after `build all`): it trains nothing (no new artifact
+    folder, no training progress bar, no "building" line), every worked solution says how to run it instead,
+    and the exercise checks say "not written yet" rather than "correct"; then the widget is used."""
+    import subprocess
+    import sys
+
     lab, context = browser_lab
+    home = Path(lab.env["RLHF_HOME"])
+    subprocess.run([sys.executable, "-m", "rlhf_helpers", "build", "all", "--preset", "smoke"], cwd=ROOT,
+                   env=lab.env, check=True, stdout=subprocess.DEVNULL)
+    before = _artifact_folders(home)
     page = context.new_page()
     with screenshot_on_failure(page, "03_ppo"):
-        run_notebook(page, lab, "03_ppo.ipynb")
+        nb_cells = run_notebook(page, lab, "03_ppo.ipynb")
+        text = output_text(nb_cells)  # from JupyterLab's model: every cell, rendered on screen or not
+        added = sorted(_artifact_folders(home) - before)
+        assert added == [], f"Run All of 03 with prebuilt artifacts wrote new folders: {added}"
+        assert "[artifacts] building" not in text and "it/s]" not in text, "Run All of 03 trained something"
+        skipped = text.count("Worked solution, not run")
+        assert skipped == 7, f"expected 7 worked solutions to be skipped, the notebook shows {skipped}"
+        assert "correct: matches the package" not in text
+        assert "not written yet" in text
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        sol = page.locator(".jp-Cell").filter(has_text="Worked solution, not run").last
+        sol.scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "run_all_03_solutions_off.png"))
         box = widget_box(page, "response length (tokens)")
         slider = box.locator(".widget-hslider").filter(has_text="response length (tokens)")
         assert slider.locator(".noUi-handle").count() == 2, "one range slider with two handles"
