@@ -41,6 +41,9 @@ def main(argv=None) -> None:
     ap.add_argument("--reference", choices=["previous", "sft"], default="previous")
     ap.add_argument("--table-only", action="store_true", help="print the table of earlier runs and stop")
     a = ap.parse_args(argv)
+    from rlhf_helpers.data import forbid_test_set
+
+    forbid_test_set()  # settings are chosen on the validation prompts; the test set and the auditor stay unread
     record_candidate(ap, a, RESULTS / "dpo_rounds.jsonl", "dpo-rounds-", run_candidate, COLUMNS)
 
 
@@ -63,7 +66,7 @@ def run_candidate(a, scratch: Path) -> dict:
     pairs = ensure_dpo_pairs(preset, round_no=2)  # sampled from the copied round 1
     path = train_dpo(preset, round_no=2, resume=False, reference=sft if a.reference == "sft" else None)
     seconds = time.time() - t0
-    table = heldout_prompt_table(preset, load_tokenizer(sft))
+    table = heldout_prompt_table(preset, load_tokenizer(sft), split="validation")
     round1 = scratch / preset.name / "dpo" / "model"
     summary, samples = evaluate_policies({"round 1": round1, "round 2": path}, sentiment_reward(preset), sft,
                                          list(table["prompt"]), preset.ppo.min_len, preset.ppo.max_len,

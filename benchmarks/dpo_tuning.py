@@ -44,6 +44,9 @@ def main(argv=None) -> None:
                     help="keep only pairs whose chosen response the judge scores at least this (POSITIVE logit)")
     ap.add_argument("--table-only", action="store_true", help="print the table of earlier runs and stop")
     a = ap.parse_args(argv)
+    from rlhf_helpers.data import forbid_test_set
+
+    forbid_test_set()  # settings are chosen on the validation prompts; the test set and the auditor stay unread
     record_candidate(ap, a, RESULTS / "dpo_tuning.jsonl", "dpo-tune-", run_candidate, COLUMNS)
 
 
@@ -103,7 +106,7 @@ def run_candidate(a, scratch: Path) -> dict:
         pairs = load_from_disk(str(folder))
     path = train_dpo(preset, beta=beta, resume=False)
     sft = scratch / preset.name / "sft" / "model"
-    table = heldout_prompt_table(preset, load_tokenizer(sft))
+    table = heldout_prompt_table(preset, load_tokenizer(sft), split="validation")
     summary, samples = evaluate_policies({"SFT": sft, "DPO": path}, sentiment_reward(preset), sft,
                                          list(table["prompt"]), preset.ppo.min_len, preset.ppo.max_len,
                                          seed=preset.seed)

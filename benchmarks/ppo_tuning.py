@@ -37,6 +37,9 @@ def main(argv=None) -> None:
     ap.add_argument("--reward-norm", action="store_true")
     ap.add_argument("--table-only", action="store_true", help="print the table of earlier runs and stop")
     args = ap.parse_args(argv)
+    from rlhf_helpers.data import forbid_test_set
+
+    forbid_test_set()  # settings are chosen on the validation prompts; the test set and the auditor stay unread
     out_file = RESULTS / "ppo_tuning.jsonl"
     if not args.table_only:
         from rlhf_helpers.config import get_preset
@@ -62,7 +65,7 @@ def main(argv=None) -> None:
         t0 = time.time()
         hist = train_ppo(sft, reward, prompts, cfg, steps, preset.ppo.min_len, preset.ppo.max_len, work, save_every=0)
         seconds = time.time() - t0
-        table = heldout_prompt_table(preset, tok)
+        table = heldout_prompt_table(preset, tok, split="validation")
         summary, samples = evaluate_policies({"SFT": sft, "PPO": work}, reward, sft, list(table["prompt"]),
                                              preset.ppo.min_len, preset.ppo.max_len, seed=preset.seed)
         flips = flip_rate(samples, table["label"])

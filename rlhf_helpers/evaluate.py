@@ -158,6 +158,31 @@ def judge_scores(judge, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return score, positive
 
 
+def _intervals(name: str, values, rate: bool = False) -> dict[str, float]:
+    """``{name_lo, name_hi}``: the 95 % interval (Wilson for a rate, bootstrap over prompts for a mean)."""
+    from .stats import bootstrap_interval, wilson_interval
+
+    values = np.asarray(values, dtype=float)
+    lo, hi = wilson_interval(values.sum(), len(values)) if rate else bootstrap_interval(values)
+    return {f"{name}_lo": lo, f"{name}_hi": hi}
+
+
+def paired_comparison(samples: pd.DataFrame, a: str, b: str, column: str = "positive") -> dict[str, float]:
+    """Method ``a`` minus method ``b`` on the same prompts (rows of :func:`evaluate_policies`' samples):
+    the mean difference of ``column`` with its 95 % paired-bootstrap interval, McNemar's p for a yes/no column,
+    and ``within_noise`` when the interval contains 0."""
+    from .stats import mcnemar_p, paired_difference, within_noise
+
+    xa = samples.loc[samples["model"] == a, column].to_numpy()
+    xb = samples.loc[samples["model"] == b, column].to_numpy()
+    diff, lo, hi = paired_difference(xa.astype(float), xb.astype(float))
+    out = {"a": a, "b": b, "column": column, "difference": diff, "low": lo, "high": hi,
+           "within_noise": within_noise(lo, hi)}
+    if samples[column].dtype == bool:
+        out["mcnemar_p"] = mcnemar_p(xa, xb)
+    return out
+
+
 def evaluate_policies(models: Mapping[str, object], reward, ref, prompts: Sequence[str], min_len: int,
                       max_len: int, seed: int = 0, batch_size: int = 64,
                       judges: Mapping[str, object] | None = None, preset=None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -191,11 +216,14 @@ def evaluate_policies(models: Mapping[str, object], reward, ref, prompts: Sequen
                "positive_fraction": positive.mean(), "kl": kl.mean(), "distinct_2": distinct_n(texts, 2),
                "repetition": repetition_rate(texts), "real_words": real_word_rate(texts, vocabulary),
                "n": len(prompts)}
+        row.update(_intervals("positive_fraction", positive, rate=True), **_intervals("reward", score),
+                   **_intervals("kl", kl))
         extra = {}
         for jname, judge in judges.items():
             extra[jname] = judge_scores(judge, full)
             row[f"reward_{jname}"] = extra[jname][0].mean()
             row[f"positive_fraction_{jname}"] = extra[jname][1].mean()
+            row.update(_intervals(f"positive_fraction_{jname}", extra[jname][1], rate=True))
         rows.append(row)
         for i, (p, r, s, pz, k) in enumerate(zip(prompts, texts, score, positive, kl)):
             sample = {"model": name, "prompt": p, "response": r, "reward": s, "positive": bool(pz), "kl": k}
