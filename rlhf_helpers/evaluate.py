@@ -150,10 +150,12 @@ def repetition_rate(texts: Sequence[str]) -> float:
 
 
 def judge_scores(judge, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``(score, positive)`` per text from a ``SentimentReward``-like judge: its POSITIVE logit, and whether
-    POSITIVE is its top label."""
+    """``(score, positive)`` per text from a ``SentimentReward``-like judge: its log-odds of POSITIVE (the
+    score the RL methods are trained on), and whether POSITIVE is its top label."""
+    from .reward import log_odds
+
     logits = judge.all_logits(list(texts))
-    score = np.array([row[judge.label] for row in logits], dtype=float)
+    score = np.array([log_odds(row, judge.label) for row in logits], dtype=float)
     positive = np.array([max(row, key=row.get) == judge.label for row in logits], dtype=bool)
     return score, positive
 

@@ -205,8 +205,21 @@ class NonFiniteRewardError(ValueError):
     pass
 
 
+def log_odds(row: dict[str, float], label: str) -> float:
+    """log p(label) - log p(not label) from one text's raw logits: for two labels, POSITIVE - NEGATIVE.
+
+    A softmax classifier's logits share an offset it never trained (adding the same number to every logit
+    changes no probability), so one raw logit alone carries that arbitrary offset; the difference does not."""
+    others = [v for k, v in row.items() if k != label]
+    if not others:
+        return row[label]
+    top = max(others)
+    return row[label] - (top + math.log(sum(math.exp(v - top) for v in others)))
+
+
 class SentimentReward:
-    """Scores texts with the classifier's raw POSITIVE logit: synthetic human feedback.
+    """The rater: scores texts with the classifier's log-odds of POSITIVE (POSITIVE logit - NEGATIVE logit),
+    synthetic human feedback. Positive score = the classifier calls the text positive.
 
     Built on the transformers ``pipeline("sentiment-analysis")`` with ``function_to_apply="none"`` (raw
     logits) and ``top_k=None`` (every label), so the score is looked up by label name, never by index.
@@ -251,8 +264,8 @@ class SentimentReward:
         return [{d["label"]: float(d["score"]) for d in row} for row in out]
 
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
-        """The POSITIVE logit of each text as a float tensor; raises on NaN/inf."""
-        scores = torch.tensor([row[self.label] for row in self.all_logits(texts)], dtype=torch.float32)
+        """The log-odds of POSITIVE for each text (:func:`log_odds`) as a float tensor; raises on NaN/inf."""
+        scores = torch.tensor([log_odds(row, self.label) for row in self.all_logits(texts)], dtype=torch.float32)
         if not torch.isfinite(scores).all():
             bad = [i for i, s in enumerate(scores.tolist()) if not math.isfinite(s)]
             raise NonFiniteRewardError(f"the classifier returned NaN/inf for texts {bad[:5]}; check the model "

@@ -94,10 +94,12 @@ def compare_generations(models: Mapping[str, object], reward, prompt: str, min_l
         torch.manual_seed(seed)
         responses = generate_responses(model, tok, [query] * n_samples, lengths)
         texts = tok.batch_decode(responses, skip_special_tokens=True)
+        from .reward import log_odds
+
         logits = reward.all_logits([prompt + t for t in texts])
         for i, (text, resp, lg) in enumerate(zip(texts, responses, logits)):
             rows.append({"model": name, "sample": i + 1, "length": len(resp), "response": text,
-                         "reward": lg[reward.label], "positive": max(lg, key=lg.get) == reward.label})
+                         "reward": log_odds(lg, reward.label), "positive": max(lg, key=lg.get) == reward.label})
     return pd.DataFrame(rows, columns=["model", "sample", "length", "response", "reward", "positive"])
 
 

@@ -1,3 +1,4 @@
+import math
 """SentimentReward's label lookup and guards, the gpt2 preset's code path with local stand-ins, the
 reward-model round trip and same-seed determinism of the training stages (smoke sizes)."""
 import copy
@@ -33,7 +34,19 @@ def test_positive_logit_is_found_by_name(stand_in_classifier_dir):
     assert positive_index(reward.model.config) == 1 and positive_index(swapped.model.config) == 0
     assert torch.allclose(reward(TEXTS), swapped(TEXTS), atol=1e-5)
     logits = reward.all_logits(TEXTS[:1])[0]
-    assert set(logits) == {"NEGATIVE", "POSITIVE"} and reward(TEXTS[:1]).item() == pytest.approx(logits["POSITIVE"])
+    assert set(logits) == {"NEGATIVE", "POSITIVE"}
+    # the reward is the log-odds: the shared offset of the two logits cancels, and > 0 means "positive"
+    assert reward(TEXTS[:1]).item() == pytest.approx(logits["POSITIVE"] - logits["NEGATIVE"], abs=1e-6)
+
+
+def test_log_odds_ignores_the_shared_offset():
+    from rlhf_helpers.reward import log_odds
+
+    row = {"NEGATIVE": 1.0, "POSITIVE": 3.0}
+    shifted = {k: v + 7.5 for k, v in row.items()}
+    assert log_odds(row, "POSITIVE") == pytest.approx(2.0) == pytest.approx(log_odds(shifted, "POSITIVE"))
+    three = {"NEGATIVE": 0.0, "NEUTRAL": 0.0, "POSITIVE": 0.0}
+    assert log_odds(three, "POSITIVE") == pytest.approx(-math.log(2))  # p = 1/3 against 2/3
 
 
 def test_batching_equals_one_by_one_and_empty_strings_are_scored(stand_in_classifier_dir):
