@@ -116,6 +116,17 @@ def kl_from_logits(logits: torch.Tensor, ref_logits: torch.Tensor, temperature: 
     return (logp.exp() * (logp - ref_logp)).sum(-1).clamp(min=0)
 
 
+def per_token_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
+                      kl_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's reward for every response token: r_t = -kl_coef * (log pi(y_t) - log pi_ref(y_t)), plus the reward
+    model's score on the last real token. Returns (rewards, kl), both zero on padding."""
+    kl = (logprobs - ref_logprobs) * mask
+    rewards = -kl_coef * kl
+    last = mask.sum(1).long() - 1
+    rewards[torch.arange(len(scores)), last] += scores.to(rewards.device)
+    return rewards * mask, kl
+
+
 def gae_advantages(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
                    lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over right-padded response tokens.
@@ -192,6 +203,29 @@ class FixedKLController:
 
     def update(self, current_kl: float, n_steps: int) -> None:
         pass
+
+
+@dataclass
+class PPOParts:
+    """The four pieces of PPO a learner can write, and the trainer uses everywhere (defaults: this module's).
+
+    * ``rewards(scores, logprobs, ref_logprobs, mask, kl_coef) -> (rewards, kl)``: per-token rewards
+      (:func:`per_token_rewards`)
+    * ``advantages(rewards, values, mask, gamma, lam) -> (advantages, returns)``: GAE (:func:`gae_advantages`);
+      the trainer whitens the advantages afterwards when ``config.whiten_advantages``
+    * ``policy_loss(logprobs, old_logprobs, advantages, mask, cliprange) -> (loss, clipfrac)``
+      (:func:`clipped_policy_loss`)
+    * ``value_loss(values, old_values, returns, mask, cliprange_value) -> (loss, clipfrac)``
+      (:func:`clipped_value_loss`)
+
+    Every tensor is ``(batch, response tokens)``, right-padded, with ``mask`` 1 on real tokens. A part that computes
+    what the package's does reproduces the package's run exactly (same seed, same log).
+    """
+
+    rewards: Callable[..., tuple[torch.Tensor, torch.Tensor]] = per_token_rewards
+    advantages: Callable[..., tuple[torch.Tensor, torch.Tensor]] = gae_advantages
+    policy_loss: Callable[..., tuple[torch.Tensor, torch.Tensor]] = clipped_policy_loss
+    value_loss: Callable[..., tuple[torch.Tensor, torch.Tensor]] = clipped_value_loss
 
 
 def disable_dropout(model: nn.Module) -> None:
@@ -286,12 +320,16 @@ class PPOTrainer:
 
     ``step`` = ``make_experience`` (one no-grad forward: old log-probs, values, reference log-probs,
     per-token rewards, GAE advantages) + ``ppo_update`` (epochs of clipped updates) + the KL controller.
+    :func:`ppo_loop` runs the same pieces in a loop, one line each. ``parts`` (:class:`PPOParts`) swaps in
+    your own rewards, advantages and losses.
     """
 
-    def __init__(self, config: PPOConfig, model, tokenizer, ref_model=None, accelerator=None):
+    def __init__(self, config: PPOConfig, model, tokenizer, ref_model=None, accelerator=None,
+                 parts: PPOParts | None = None):
         from accelerate.utils import set_seed as acc_set_seed
 
         self.config = config
+        self.parts = parts if parts is not None else PPOParts()
         self.tokenizer = tokenizer
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -321,20 +359,21 @@ class PPOTrainer:
     def device(self) -> torch.device:
         return self.accelerator.device
 
-    def _reduce(self, t: torch.Tensor) -> torch.Tensor:
+    def sum_across_processes(self, t: torch.Tensor) -> torch.Tensor:
         if self.accelerator.num_processes == 1:
             return t
         return self.accelerator.reduce(t.to(self.device), reduction="sum").cpu()
 
     def _global_mean(self, value: float) -> float:
-        t = self._reduce(torch.tensor([value, 1.0], dtype=torch.float64))
+        t = self.sum_across_processes(torch.tensor([value, 1.0], dtype=torch.float64))
         return float(t[0] / t[1])
 
     # -- rollouts --------------------------------------------------------------------------
-    def generate(self, queries: Sequence[torch.Tensor], length_sampler: Callable[[], int] | None = None,
+    def generate(self, queries: Sequence[torch.Tensor],
+                 length_sampler: Callable[[], int] | Sequence[int] | None = None,
                  batch_size: int = 256, **generation_kwargs) -> list[torch.Tensor]:
         """Sample one response per query at ``config.temperature``; its maximum length is drawn from
-        ``length_sampler`` (default 16) and it ends early if the policy samples EOS.
+        ``length_sampler`` (default 16) or given per query as a list, and it ends early if the policy samples EOS.
 
         Nothing else may change how tokens are drawn: ``step`` scores them under softmax(logits / T), so
         top-k, top-p, a repetition penalty or a minimum length would make the KL and the ratios lie.
@@ -345,7 +384,12 @@ class PPOTrainer:
                 "the distribution step() scores (softmax(logits / temperature)). Set PPOConfig.temperature for "
                 "the temperature; top_k/top_p/repetition_penalty/min_new_tokens are refused because they make "
                 "training off-policy (they change how tokens are drawn but not how they are scored).")
-        lengths = [length_sampler() if length_sampler else 16 for _ in queries]
+        if length_sampler is None or callable(length_sampler):
+            lengths = [length_sampler() if length_sampler else 16 for _ in queries]
+        else:
+            lengths = [int(n) for n in length_sampler]
+            if len(lengths) != len(queries):
+                raise ValueError(f"got {len(lengths)} lengths for {len(queries)} queries: give one per query")
         return generate_responses(self.policy.lm, self.tokenizer, queries, lengths, batch_size=batch_size,
                                   temperature=self.config.temperature)
 
@@ -355,7 +399,9 @@ class PPOTrainer:
         s = torch.as_tensor(scores, dtype=torch.float64).flatten()
         self.reward_mean, self.reward_std = float(s.mean()), float(s.std().clamp(min=1e-6))
 
-    def _validate(self, queries, responses, scores) -> torch.Tensor:
+    def check_rollouts(self, queries, responses, scores) -> torch.Tensor:
+        """The scores as a tensor, once the batch is checked: ``batch_size`` query/response/score triples, no empty
+        query or response, no NaN score."""
         n = self.config.batch_size
         if not (len(queries) == len(responses) == len(scores)):
             raise ValueError(f"queries ({len(queries)}), responses ({len(responses)}) and scores ({len(scores)}) "
@@ -392,8 +438,9 @@ class PPOTrainer:
         return logps, values, logits
 
     @torch.no_grad()
-    def make_experience(self, queries, responses, scores) -> dict:
-        """Everything the update needs, from one no-grad pass over the batch (policy and reference)."""
+    def score_rollouts(self, queries, responses, scores: torch.Tensor) -> dict:
+        """One no-grad pass over the batch: log pi_old and V_old (the policy) and log pi_ref (the reference) of
+        every response token, the exact KL along the path, and the scores (``train_scores``: what PPO trains on)."""
         cfg = self.config
         ids, attn, pos, r_mask, Q = query_response_batch([q.cpu() for q in queries], [r.cpu() for r in responses],
                                                          self.tokenizer.pad_token_id)
@@ -403,26 +450,38 @@ class PPOTrainer:
         self.model.eval()
         old_logps, old_values, logits = self.forward_response(batch)
         ref_logps, _, ref_logits = self.forward_response(batch, model=self.ref_model)
-        mask = batch["mask"]
         raw = scores.to(self.device)
         train_scores = (raw - self.reward_mean) / self.reward_std if cfg.reward_norm else raw
-        rewards, kl = self.compute_rewards(train_scores, old_logps, ref_logps, mask)
-        advantages, returns = gae_advantages(rewards, old_values, mask, cfg.gamma, cfg.lam)
-        if cfg.whiten_advantages:
-            advantages = whiten(advantages, mask, reduce=self._reduce)
-        batch.update(old_logps=old_logps, old_values=old_values, ref_logps=ref_logps, rewards=rewards, kl=kl,
-                     kl_exact=kl_from_logits(logits, ref_logits, cfg.temperature) * mask,
-                     advantages=advantages, returns=returns, scores=raw, train_scores=train_scores)
+        batch.update(old_logps=old_logps, old_values=old_values, ref_logps=ref_logps,
+                     kl_exact=kl_from_logits(logits, ref_logits, cfg.temperature) * batch["mask"],
+                     scores=raw, train_scores=train_scores)
+        return batch
+
+    @torch.no_grad()
+    def make_experience(self, queries, responses, scores) -> dict:
+        """Everything the update needs: :meth:`score_rollouts`, per-token rewards, GAE advantages (whitened)."""
+        batch = self.score_rollouts(queries, responses, scores)
+        batch["rewards"], batch["kl"] = self.compute_rewards(batch["train_scores"], batch["old_logps"],
+                                                             batch["ref_logps"], batch["mask"])
+        batch["advantages"], batch["returns"] = self.compute_advantages(batch["rewards"], batch["old_values"],
+                                                                        batch["mask"])
         return batch
 
     def compute_rewards(self, scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
                         mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token reward: -beta * (log p - log p_ref), plus the score on the last response token."""
-        kl = (logprobs - ref_logprobs) * mask
-        rewards = -self.kl_ctl.value * kl
-        last = mask.sum(1).long() - 1
-        rewards[torch.arange(len(scores)), last] += scores.to(rewards.device)
-        return rewards * mask, kl
+        """Per-token reward: -beta * (log p - log p_ref), plus the score on the last response token
+        (``parts.rewards`` at the KL controller's current beta)."""
+        return self.parts.rewards(scores, logprobs, ref_logprobs, mask, self.kl_ctl.value)
+
+    def compute_advantages(self, rewards: torch.Tensor, values: torch.Tensor,
+                           mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """GAE advantages and returns (``parts.advantages``), the advantages whitened over the batch's real
+        tokens when ``config.whiten_advantages``."""
+        cfg = self.config
+        advantages, returns = self.parts.advantages(rewards, values, mask, cfg.gamma, cfg.lam)
+        if cfg.whiten_advantages:
+            advantages = whiten(advantages, mask, reduce=self.sum_across_processes)
+        return advantages, returns
 
     # -- the update ------------------------------------------------------------------------
     def ppo_update(self, batch: dict) -> dict[str, float]:
@@ -434,10 +493,10 @@ class PPOTrainer:
             for start in range(0, cfg.batch_size, cfg.mini_batch_size):
                 mb = {k: v[order[start:start + cfg.mini_batch_size]] for k, v in batch.items()}
                 logps, values, logits = self.forward_response(mb)             # the current policy
-                pg_loss, clipfrac = clipped_policy_loss(logps, mb["old_logps"], mb["advantages"], mb["mask"],
-                                                        cfg.cliprange)       # small steps
-                vf_loss, vf_clipfrac = clipped_value_loss(values, mb["old_values"], mb["returns"], mb["mask"],
-                                                          cfg.cliprange_value)
+                pg_loss, clipfrac = self.parts.policy_loss(logps, mb["old_logps"], mb["advantages"], mb["mask"],
+                                                           cfg.cliprange)    # small steps
+                vf_loss, vf_clipfrac = self.parts.value_loss(values, mb["old_values"], mb["returns"], mb["mask"],
+                                                             cfg.cliprange_value)
                 loss = pg_loss + cfg.vf_coef * vf_loss                        # one body, two heads
                 self.optimizer.zero_grad()
                 self.accelerator.backward(loss)
@@ -457,18 +516,27 @@ class PPOTrainer:
              scores: Sequence[float] | torch.Tensor) -> dict[str, float]:
         """One PPO step on a batch of rollouts: experience, update, KL controller; returns statistics."""
         cfg = self.config
-        scores = self._validate(queries, responses, scores)
+        scores = self.check_rollouts(queries, responses, scores)
         t0 = time.time()
         batch = self.make_experience(queries, responses, scores)
         t_forward = time.time() - t0
         update_stats = self.ppo_update(batch)
         t_optimize = time.time() - t0 - t_forward
 
-        mask = batch["mask"]
-        mean_kl = self._global_mean(batch["kl"].sum(1).mean().item())
-        kl_coef_used = self.kl_ctl.value
+        kl_coef_used, mean_kl = self.kl_ctl.value, self.mean_kl(batch)
         self.kl_ctl.update(mean_kl, cfg.batch_size * self.accelerator.num_processes)
         self.step_count += 1
+        return {**self.step_stats(batch, queries, update_stats, kl_coef_used, mean_kl),
+                "time_forward_s": t_forward, "time_optimize_s": t_optimize}
+
+    def mean_kl(self, batch: dict) -> float:
+        """The KL the controller sees: sum over each response's tokens of log pi_old - log pi_ref, averaged."""
+        return self._global_mean(batch["kl"].sum(1).mean().item())
+
+    def step_stats(self, batch: dict, queries: Sequence[torch.Tensor], update_stats: dict[str, float],
+                   kl_coef_used: float, mean_kl: float) -> dict[str, float]:
+        """One step's log line (after ``step_count`` has moved on): scores, KLs, beta, lengths, update statistics."""
+        scores, mask = batch["scores"], batch["mask"]
         return {
             "step": self.step_count,
             "score_mean": self._global_mean(scores.mean().item()),
@@ -481,8 +549,6 @@ class PPOTrainer:
             "response_len": float(mask.sum(1).mean().item()),
             "query_len": float(np.mean([len(q) for q in queries])),
             **update_stats,
-            "time_forward_s": t_forward,
-            "time_optimize_s": t_optimize,
         }
 
     # -- saving and resuming ---------------------------------------------------------------
@@ -557,14 +623,170 @@ def read_prompts(path: str | Path) -> list[str]:
     return prompts
 
 
+def draw_prompts_and_lengths(queries_all: Sequence[torch.Tensor], min_len: int, max_len: int, config: PPOConfig,
+                             step: int, rank: int = 0, world: int = 1) -> tuple[list[torch.Tensor], list[int]]:
+    """Step ``step``'s ``config.batch_size`` prompts (drawn without replacement when there are enough) and a maximum
+    response length for each, from generators seeded by (seed, step, process): a resumed run draws exactly what the
+    uninterrupted run would have."""
+    from .data import LengthSampler
+
+    rng = np.random.default_rng([config.seed, step, rank])
+    idx = rng.choice(len(queries_all), size=config.batch_size, replace=len(queries_all) < config.batch_size)
+    sampler = LengthSampler(min_len, max_len, seed=config.seed * 100_003 + step * world + rank)
+    return [queries_all[i] for i in idx], [sampler() for _ in idx]
+
+
+def calibrate_reward_norm(trainer: PPOTrainer, queries_all: Sequence[torch.Tensor],
+                          reward: Callable[[list[str]], Sequence[float]], min_len: int, max_len: int) -> None:
+    """lm-human-preferences' reward normalisation (``config.reward_norm``): score one batch of samples of the
+    starting policy, then train on (score - their mean) / their std."""
+    from .data import LengthSampler
+
+    cfg, acc, tok = trainer.config, trainer.accelerator, trainer.tokenizer
+    rank = acc.process_index
+    rng = np.random.default_rng([cfg.seed, 10**6, rank])
+    idx = rng.choice(len(queries_all), size=cfg.batch_size, replace=len(queries_all) < cfg.batch_size)
+    torch.manual_seed(cfg.seed * 1_000_003 + 10**6 + rank)
+    queries = [queries_all[i] for i in idx]
+    responses = trainer.generate(queries, LengthSampler(min_len, max_len, seed=cfg.seed + 10**6 + rank))
+    texts = tok.batch_decode([torch.cat([q, r]) for q, r in zip(queries, responses)], skip_special_tokens=True)
+    trainer.calibrate_reward(torch.as_tensor(reward(texts)))
+    if acc.is_main_process:
+        print(f"[ppo] reward normalisation: SFT samples score {trainer.reward_mean:.3f} ± {trainer.reward_std:.3f}"
+              " -> trained on (score - mean) / std")
+
+
+class StepClock:
+    """Seconds spent in each stage of a step: ``lap(name)`` records the time since the previous lap."""
+
+    def __init__(self):
+        self.start = self.last = time.time()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.time()
+        self.laps[name], self.last = now - self.last, now
+
+    def total(self) -> dict[str, float]:
+        return {**self.laps, "time_step_s": time.time() - self.start}
+
+
+def ppo_loop(trainer: PPOTrainer, prompts: Sequence[str], reward: Callable[[list[str]], Sequence[float]],
+             steps: int, min_len: int, max_len: int,
+             after_step: Callable[[dict], None] | None = None) -> list[dict]:
+    """Classic PPO for a language model (Ziegler et al., 2019), the whole loop in the order it runs.
+
+    ``trainer`` holds the policy with its value head, the frozen reference, the optimizer and the KL controller;
+    ``reward(texts)`` gives one score per text. Runs until ``trainer.step_count == steps`` (a trainer restored
+    from a checkpoint carries on where it stopped); returns one dict of statistics per step and calls
+    ``after_step(stats)`` after each (:func:`train_ppo` writes its files there). Steps 5, 6 and 7 call
+    ``trainer.parts`` (:class:`PPOParts`): pass your own functions there and they train the policy.
+    """
+    cfg, tok, parts, acc = trainer.config, trainer.tokenizer, trainer.parts, trainer.accelerator
+    queries_all = [torch.tensor(ids, dtype=torch.long) for ids in tok(list(prompts))["input_ids"]]
+    if cfg.reward_norm and trainer.step_count == 0:
+        calibrate_reward_norm(trainer, queries_all, reward, min_len, max_len)  # once, before the first step
+    history = []
+    while trainer.step_count < steps:
+        k, clock = trainer.step_count, StepClock()
+        # 1) Prompts and lengths: batch_size prompts and a maximum response length for each, seeded by the step
+        queries, lengths = draw_prompts_and_lengths(queries_all, min_len, max_len, cfg, k, acc.process_index,
+                                                    acc.num_processes)
+        torch.manual_seed(cfg.seed * 1_000_003 + k * acc.num_processes + acc.process_index)
+        # 2) Rollout: the current policy (pi_old) writes one response per prompt at cfg.temperature, ending at its
+        #    length or at EOS; nothing else changes how tokens are drawn, so step 4 scores what was sampled
+        responses = trainer.generate(queries, lengths)
+        clock.lap("time_generate_s")
+        # 3) Score: the reward model reads prompt + response as text and gives one number per response
+        texts = tok.batch_decode([torch.cat([q, r]) for q, r in zip(queries, responses)], skip_special_tokens=True)
+        scores = trainer.check_rollouts(queries, responses, reward(texts))
+        clock.lap("time_score_s")
+        # 4) One no-grad pass: log pi_old(y_t), the value V_old(t) and log pi_ref(y_t) for every response token
+        batch = trainer.score_rollouts(queries, responses, scores)
+        mask = batch["mask"]  # (batch, response tokens): 1 on real tokens, 0 on padding
+        # 5) Per-token rewards: r_t = -beta * (log pi_old - log pi_ref), plus the score on the last real token
+        batch["rewards"], batch["kl"] = parts.rewards(batch["train_scores"], batch["old_logps"], batch["ref_logps"],
+                                                      mask, trainer.kl_ctl.value)
+        # 6) GAE: delta_t = r_t + gamma V_{t+1} - V_t, A_t = delta_t + gamma lam A_{t+1}; returns = A + V are the
+        #    value head's targets; the advantages are whitened over the batch's real tokens
+        advantages, batch["returns"] = parts.advantages(batch["rewards"], batch["old_values"], mask, cfg.gamma,
+                                                        cfg.lam)
+        batch["advantages"] = (whiten(advantages, mask, reduce=trainer.sum_across_processes)
+                               if cfg.whiten_advantages else advantages)
+        clock.lap("time_forward_s")
+        # 7) Update: ppo_epochs passes over the batch in shuffled minibatches, each a gradient step on the clipped
+        #    policy loss + vf_coef x the clipped value loss (parts.policy_loss, parts.value_loss)
+        update_stats = trainer.ppo_update(batch)
+        clock.lap("time_optimize_s")
+        # 8) KL controller: beta grows when the KL to the reference is above kl_target, shrinks when below
+        kl_coef_used, mean_kl = trainer.kl_ctl.value, trainer.mean_kl(batch)
+        trainer.kl_ctl.update(mean_kl, cfg.batch_size * acc.num_processes)
+        trainer.step_count += 1
+        # 9) Log: one line of statistics per step
+        stats = {**trainer.step_stats(batch, queries, update_stats, kl_coef_used, mean_kl), **clock.total()}
+        history.append(stats)
+        if after_step is not None:
+            after_step(stats)
+    return history
+
+
+class RunFolder:
+    """Where :func:`train_ppo` keeps a run: ``metrics.jsonl`` (one line per step), snapshots of the policy, the
+    checkpoint it resumes from, and the final policy."""
+
+    def __init__(self, trainer: PPOTrainer, out_dir: str | Path, checkpoint_dir: str | Path | None, steps: int,
+                 save_every: int, snapshot_every: int, callback: Callable[[dict], None] | None):
+        self.trainer, self.steps, self.callback = trainer, steps, callback
+        self.save_every, self.snapshot_every = save_every, snapshot_every
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt = Path(checkpoint_dir) if checkpoint_dir else self.out_dir / "checkpoints"
+        self.metrics_path = self.out_dir / "metrics.jsonl"
+        self.main = trainer.accelerator.is_main_process
+
+    def resume(self) -> list[dict]:
+        """Load the last checkpoint if there is one; returns the steps already logged (and keeps only those)."""
+        history: list[dict] = []
+        if (self.ckpt / "last" / "done").exists():
+            self.trainer.load_checkpoint(self.ckpt / "last")
+            if self.main:
+                print(f"[ppo] resuming from step {self.trainer.step_count} ({self.ckpt / 'last'})")
+            if self.metrics_path.exists():
+                history = [json.loads(l) for l in self.metrics_path.read_text().splitlines() if l.strip()]
+                history = [h for h in history if h["step"] <= self.trainer.step_count]
+        if self.main:
+            self.metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+        return history
+
+    def after_step(self, stats: dict) -> None:
+        """Append the step's line, call the callback, save a snapshot or a checkpoint when one is due."""
+        done = self.trainer.step_count
+        if self.main:
+            with self.metrics_path.open("a") as f:
+                f.write(json.dumps(stats) + "\n")
+        if self.callback is not None and self.main:
+            self.callback(stats)
+        if self.snapshot_every and done % self.snapshot_every == 0 and done < self.steps:
+            self.trainer.save_pretrained(self.out_dir / "snapshots" / f"step-{done}")
+        if self.save_every and done % self.save_every == 0 and done < self.steps:
+            self.trainer.save_checkpoint(self.ckpt / "last")
+
+    def finish(self) -> None:
+        """Save the final policy; the checkpoint is no longer needed."""
+        self.trainer.save_pretrained(self.out_dir)
+        if self.main:
+            shutil.rmtree(self.ckpt, ignore_errors=True)
+
+
 def train_ppo(policy_path: str | Path, reward, prompts: Sequence[str], config: PPOConfig, steps: int,
               min_len: int, max_len: int, out_dir: str | Path, checkpoint_dir: str | Path | None = None,
               save_every: int = 10, callback: Callable[[dict], None] | None = None,
-              snapshot_every: int = 0) -> list[dict]:
-    """Run ``steps`` PPO steps, writing ``metrics.jsonl`` and the final policy to ``out_dir``.
+              snapshot_every: int = 0, parts: PPOParts | None = None) -> list[dict]:
+    """Run ``steps`` PPO steps (:func:`ppo_loop`), writing ``metrics.jsonl`` and the final policy to ``out_dir``.
 
     Resumes from ``checkpoint_dir`` when a checkpoint is there. ``snapshot_every`` > 0 also saves the
-    policy every that many steps under ``out_dir/snapshots/step-N`` (for the reward-KL frontier).
+    policy every that many steps under ``out_dir/snapshots/step-N`` (for the reward-KL frontier). ``parts``
+    (:class:`PPOParts`) trains with your own rewards, advantages or losses.
     """
     from .data import LengthSampler
     from .models import load_causal_lm, load_tokenizer
@@ -576,69 +798,11 @@ def train_ppo(policy_path: str | Path, reward, prompts: Sequence[str], config: P
     if any(not p.strip() for p in prompts):
         raise ValueError("a prompt is empty or whitespace; remove it")
     tokenizer = load_tokenizer(policy_path)
-    lm = load_causal_lm(policy_path)
-    trainer = PPOTrainer(config, lm, tokenizer)
-    acc = trainer.accelerator
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints"
-    metrics_path = out_dir / "metrics.jsonl"
-    history: list[dict] = []
-    if (ckpt / "last" / "done").exists():
-        trainer.load_checkpoint(ckpt / "last")
-        if acc.is_main_process:
-            print(f"[ppo] resuming from step {trainer.step_count} ({ckpt / 'last'})")
-        if metrics_path.exists():
-            history = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()]
-            history = [h for h in history if h["step"] <= trainer.step_count]
-    if acc.is_main_process:
-        metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
-    queries_all = [torch.tensor(ids, dtype=torch.long) for ids in tokenizer(list(prompts))["input_ids"]]
-    rank, world = acc.process_index, acc.num_processes
-    if config.reward_norm and trainer.step_count == 0:
-        # lm-human-preferences: score samples of the starting policy once; train on (score - mean) / std
-        rng = np.random.default_rng([config.seed, 10**6, rank])
-        idx = rng.choice(len(prompts), size=config.batch_size, replace=len(prompts) < config.batch_size)
-        torch.manual_seed(config.seed * 1_000_003 + 10**6 + rank)
-        calib_q = [queries_all[i] for i in idx]
-        calib_r = trainer.generate(calib_q, LengthSampler(min_len, max_len, seed=config.seed + 10**6 + rank))
-        texts = tokenizer.batch_decode([torch.cat([q, r]) for q, r in zip(calib_q, calib_r)],
-                                       skip_special_tokens=True)
-        trainer.calibrate_reward(torch.as_tensor(reward(texts)))
-        if acc.is_main_process:
-            print(f"[ppo] reward normalisation: SFT samples score {trainer.reward_mean:.3f} ± {trainer.reward_std:.3f}"
-                  " -> trained on (score - mean) / std")
-    while trainer.step_count < steps:
-        k = trainer.step_count
-        rng = np.random.default_rng([config.seed, k, rank])
-        idx = rng.choice(len(prompts), size=config.batch_size, replace=len(prompts) < config.batch_size)
-        queries = [queries_all[i] for i in idx]
-        sampler = LengthSampler(min_len, max_len, seed=config.seed * 100_003 + k * world + rank)
-        torch.manual_seed(config.seed * 1_000_003 + k * world + rank)
-        t0 = time.time()
-        responses = trainer.generate(queries, sampler)
-        t_gen = time.time() - t0
-        texts = tokenizer.batch_decode([torch.cat([q, r]) for q, r in zip(queries, responses)],
-                                       skip_special_tokens=True)
-        t1 = time.time()
-        scores = reward(texts)
-        t_score = time.time() - t1
-        stats = trainer.step(queries, responses, scores)
-        stats["time_generate_s"], stats["time_score_s"] = t_gen, t_score
-        stats["time_step_s"] = time.time() - t0
-        history.append(stats)
-        if acc.is_main_process:
-            with metrics_path.open("a") as f:
-                f.write(json.dumps(stats) + "\n")
-        if callback is not None and acc.is_main_process:
-            callback(stats)
-        if snapshot_every and trainer.step_count % snapshot_every == 0 and trainer.step_count < steps:
-            trainer.save_pretrained(out_dir / "snapshots" / f"step-{trainer.step_count}")
-        if save_every and trainer.step_count % save_every == 0 and trainer.step_count < steps:
-            trainer.save_checkpoint(ckpt / "last")
-    trainer.save_pretrained(out_dir)
-    if acc.is_main_process:
-        shutil.rmtree(ckpt, ignore_errors=True)
+    trainer = PPOTrainer(config, load_causal_lm(policy_path), tokenizer, parts=parts)
+    run = RunFolder(trainer, out_dir, checkpoint_dir, steps, save_every, snapshot_every, callback)
+    history = run.resume()
+    history += ppo_loop(trainer, prompts, reward, steps, min_len, max_len, after_step=run.after_step)
+    run.finish()
     return history
 
 
