@@ -21,6 +21,25 @@ from .reward import SentimentReward, sentiment_reward
 from .sft import ensure_sft
 
 
+def grpo_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """GRPO's advantages for rewards of shape (prompts, completions per prompt): each reward minus its group's mean,
+    divided by the group's sample standard deviation (n - 1) + 1e-4, as TRL 1.16's ``GRPOTrainer`` computes them
+    (``scale_rewards="group"``)."""
+    from trl.trainer.utils import nanstd
+
+    mean = torch.nanmean(rewards, dim=1).repeat_interleave(rewards.shape[1], dim=0)
+    std = nanstd(rewards, dim=1).repeat_interleave(rewards.shape[1], dim=0)
+    return ((rewards.reshape(-1) - mean) / (std + 1e-4)).view_as(rewards)
+
+
+def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """RLOO's advantages for rewards of shape (prompts, completions per prompt): each reward minus the mean of the
+    *other* completions' rewards for the same prompt (its leave-one-out baseline), as TRL 1.16's ``RLOOTrainer``."""
+    k = rewards.shape[1]
+    baselines = (torch.nansum(rewards, dim=1, keepdim=True) - rewards) / (k - 1)
+    return (rewards.reshape(-1) - baselines.reshape(-1)).view_as(rewards)
+
+
 def sentiment_reward_func(reward: SentimentReward):
     """Wrap ``SentimentReward`` as a TRL reward *function* scoring prompt + completion.
 
