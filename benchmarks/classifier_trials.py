@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     preset = TINY.replace(classifier=c)
 
     from rlhf_helpers.models import read_meta
-    from rlhf_helpers.reward import train_classifier
+    from rlhf_helpers.rater import train_classifier
 
     t0, c0 = time.time(), time.process_time()
     path = train_classifier(preset, resume=False)

@@ -52,7 +52,7 @@ def run_candidate(a, scratch: Path) -> dict:
     from rlhf_helpers.dpo import ensure_dpo_pairs, round_learning_rate, train_dpo
     from rlhf_helpers.evaluate import evaluate_policies, flip_rate, heldout_prompt_table
     from rlhf_helpers.models import load_tokenizer, read_meta
-    from rlhf_helpers.reward import sentiment_reward
+    from rlhf_helpers.rater import sentiment_reward
 
     preset = get_preset(a.preset)
     for stage in ("tokenizer", "sft", "classifier", "dpo_pairs", "dpo"):

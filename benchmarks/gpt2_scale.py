@@ -117,7 +117,7 @@ def ppo_step(policy, clf, tok, episodes: int, device, results: dict) -> None:
 
     from rlhf_helpers.data import LengthSampler
     from rlhf_helpers.ppo import PPOConfig, PPOTrainer
-    from rlhf_helpers.reward import SentimentReward
+    from rlhf_helpers.rater import SentimentReward
 
     mini = min(32, episodes)
     trainer = PPOTrainer(PPOConfig(batch_size=episodes, mini_batch_size=mini, ppo_epochs=4, seed=0), policy, tok)
@@ -179,7 +179,7 @@ def grpo_step(policy, clf, tok, completions: int, generations: int, device, resu
     from trl import GRPOConfig, GRPOTrainer
 
     from rlhf_helpers.grpo import sample_what_you_score, sentiment_reward_func
-    from rlhf_helpers.reward import SentimentReward
+    from rlhf_helpers.rater import SentimentReward
 
     reward = SentimentReward(clf, tok, batch_size=completions, device=device)
     prompts = [" ".join(t.split()[:5]) for t in _texts(completions * 3, seed=3)]

@@ -67,7 +67,8 @@ def main() -> None:
     from rlhf_helpers.evaluate import evaluate_policies, heldout_prompts
     from rlhf_helpers.grpo import ensure_grpo, ensure_rloo
     from rlhf_helpers.models import load_tokenizer, model_dir, read_meta
-    from rlhf_helpers.reward import second_judge_reward, sentiment_reward
+    from rlhf_helpers.auditor import load_auditor
+    from rlhf_helpers.rater import sentiment_reward
     from rlhf_helpers.sft import ensure_sft
 
     preset = get_preset(a.preset)
@@ -77,7 +78,7 @@ def main() -> None:
     prompts = heldout_prompts(preset, tok)
     t0 = time.time()
     summary, _ = evaluate_policies(models, sentiment_reward(preset), sft, prompts, preset.ppo.min_len,
-                                   preset.ppo.max_len, seed=preset.seed, judges={"auditor": second_judge_reward(preset)})
+                                   preset.ppo.max_len, seed=preset.seed, judges={"auditor": load_auditor(preset)})
     mismatch = position_mismatch(sft, prompts[:64])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with RESULTS.open("a") as f:

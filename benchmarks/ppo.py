@@ -64,7 +64,7 @@ def main() -> None:
     from rlhf_helpers.evaluate import evaluate_policies, heldout_prompts
     from rlhf_helpers.models import load_tokenizer
     from rlhf_helpers.ppo import ppo_config_for, train_ppo
-    from rlhf_helpers.reward import ensure_classifier, sentiment_reward
+    from rlhf_helpers.rater import ensure_classifier, sentiment_reward
     from rlhf_helpers.sft import ensure_sft
 
     preset = get_preset(args.preset)

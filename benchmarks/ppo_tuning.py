@@ -47,7 +47,7 @@ def main(argv=None) -> None:
         from rlhf_helpers.evaluate import evaluate_policies, flip_rate, heldout_prompt_table
         from rlhf_helpers.models import load_tokenizer
         from rlhf_helpers.ppo import ppo_config_for, train_ppo
-        from rlhf_helpers.reward import sentiment_reward
+        from rlhf_helpers.rater import sentiment_reward
         from rlhf_helpers.sft import ensure_sft
 
         preset = get_preset(args.preset)

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     import transformers
     import trl
 
-    from rlhf_helpers import dpo, reward, sft
+    from rlhf_helpers import dpo, pairs, rater, sft
     from rlhf_helpers.config import get_preset
     from rlhf_helpers.models import read_meta
 
@@ -144,22 +144,23 @@ def main(argv: list[str] | None = None) -> dict:
 
     # every kind of work, wrapped once (outermost call timed)
     wrap(sft, "load_imdb", "data prep: load IMDB")
-    wrap(reward, "load_imdb", "data prep: load IMDB")
+    wrap(rater, "load_imdb", "data prep: load IMDB")
+    wrap(pairs, "load_imdb", "data prep: load IMDB")
     wrap(trl.SFTTrainer, "__init__", "tokenisation (trainer's dataset prep)")
     wrap(trl.DPOTrainer, "__init__", "tokenisation (trainer's dataset prep)")
     wrap(datasets.Dataset, "map", "tokenisation (Dataset.map)")
     wrap(transformers.Trainer, "train", "training loop (forward/backward/optimizer)")
     wrap(sft, "perplexity", "evaluation")
-    wrap(reward, "classifier_accuracy", "evaluation")
-    wrap(reward, "classifier_says_positive", "evaluation")
+    wrap(rater, "classifier_accuracy", "evaluation")
+    wrap(rater, "classifier_says_positive", "evaluation")
     wrap(sft, "save_model_artifact", "saving")
-    wrap(reward, "save_model_artifact", "saving")
-    wrap(reward, "save_artifact", "saving")
+    wrap(rater, "save_model_artifact", "saving")
+    wrap(pairs, "save_artifact", "saving")
     wrap(dpo, "save_model_artifact", "saving")
     import rlhf_helpers.generation as generation
 
     wrap(generation, "generate_responses", "generation")
-    wrap(reward.SentimentReward, "__call__", "scoring (classifier)")
+    wrap(rater.SentimentReward, "__call__", "scoring (classifier)")
 
     # ---- SFT
     s = full.sft
@@ -188,12 +189,12 @@ def main(argv: list[str] | None = None) -> dict:
                                                        "save_steps": 10_000}))
     reset()
     with section("total"):
-        cpath = reward.train_classifier(short_c, resume=False)
+        cpath = rater.train_classifier(short_c, resume=False)
     times = snapshot()
     loop = times["training loop (forward/backward/optimizer)"]
     tok = transformers.AutoTokenizer.from_pretrained(cpath)
     tok.truncation_side = c.truncation_side
-    texts = list(reward.load_imdb(short_c)["train"].shuffle(seed=full.seed).select(range(a.classifier_examples))["text"])
+    texts = list(rater.load_imdb(short_c)["train"].shuffle(seed=full.seed).select(range(a.classifier_examples))["text"])
     lens = [len(x) for x in tok(texts, truncation=True, max_length=c.max_length)["input_ids"]]
     if c.sampling == "group_by_length":  # transformers' LengthGroupedSampler: sorted within mega-batches of 50
         mega = 50 * c.batch_size
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
     short_p = short_c.replace(pairs=p.__class__(**{**p.__dict__, "n_prompts": a.pair_prompts, "margin": 0.0}))
     reset()
     with section("total"):
-        reward.ensure_pairs(short_p, force=True)
+        pairs.ensure_pairs(short_p, force=True)
     times = snapshot()
     n_pairs_prompts = a.pair_prompts + max(8, a.pair_prompts // 4)
     gen_tokens = n_pairs_prompts * p.samples_per_prompt * (p.min_len + p.max_len) / 2

@@ -103,7 +103,7 @@ def main() -> None:
            "samples": [p + t for p, t in list(zip(prompts, texts))[:3]], "note": a.note,
            "load1": os.getloadavg()[0], "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     if a.classifier:
-        from rlhf_helpers.reward import train_classifier
+        from rlhf_helpers.rater import train_classifier
 
         cpath = train_classifier(preset, resume=False)
         cm = read_meta(cpath)["metrics"]

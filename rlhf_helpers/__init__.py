@@ -1,7 +1,9 @@
 """rlhf_helpers: the reusable pieces behind the rlhf-notebooks series.
 
-One module per notebook (sft, reward, ppo, dpo, grpo, guardrail) plus shared config, data, models,
-generation, evaluation, plots and widgets. Import explicitly, e.g. ``from rlhf_helpers.ppo import PPOTrainer``.
+One module per notebook (sft, ppo, dpo, grpo, guardrail) and, for notebook 02, one per model role: rater (the
+IMDB classifier), pairs (its comparisons), reward_model (learned from them) and auditor (the Rotten-Tomatoes
+bag of words that only grades); plus shared config, data, models, generation, evaluation, plots and widgets. Import
+explicitly, e.g. ``from rlhf_helpers.ppo import PPOTrainer``.
 
 Importing the package itself loads nothing heavy (no torch, datasets or transformers), so the command line's
 ``--help``, ``presets`` and an unknown preset answer at once; the modules that load data or models call

@@ -47,7 +47,9 @@ def _stage_builders():
     from .dpo import ensure_dpo_rounds
     from .grpo import ensure_grpo, ensure_rloo
     from .ppo import ensure_ppo
-    from .reward import ensure_classifier, ensure_pairs, ensure_reward_model
+    from .pairs import ensure_pairs
+    from .rater import ensure_classifier
+    from .reward_model import ensure_reward_model
     from .sft import ensure_sft, ensure_tokenizer
 
     return {"tokenizer": ensure_tokenizer, "sft": ensure_sft, "classifier": ensure_classifier,
@@ -64,7 +66,7 @@ def cmd_ppo(args) -> int:
 
     from .config import get_preset
     from .ppo import PPOConfig, read_prompts, train_ppo
-    from .reward import SentimentReward
+    from .rater import SentimentReward
 
     for flag, folder in (("--policy", args.policy), ("--reward", args.reward)):
         if not Path(folder).is_dir():
@@ -164,7 +166,7 @@ def cmd_evaluate(args) -> int:
     from .config import get_preset
     from .evaluate import evaluate_policies, heldout_prompts
     from .models import is_complete, load_tokenizer, model_dir
-    from .reward import sentiment_reward
+    from .rater import sentiment_reward
 
     preset = get_preset(args.preset)
     if not is_complete(preset, "sft"):
@@ -229,7 +231,7 @@ def cmd_report(args) -> int:
     if not args.no_eval and is_complete(preset, "sft"):
         from .evaluate import evaluate_policies, heldout_prompts
         from .models import load_tokenizer, model_dir
-        from .reward import sentiment_reward
+        from .rater import sentiment_reward
 
         sft = model_dir(preset, "sft")
         models = {s: model_dir(preset, s) for s in _policy_stages(preset) if is_complete(preset, s)}

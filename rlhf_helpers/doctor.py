@@ -53,7 +53,7 @@ def artifact_plan(preset) -> list[tuple[str, Callable[..., object]]]:
     """``(stage folder name, builder(force=False))`` for every artifact of ``preset``, in dependency order.
 
     Covers what notebooks 00-06 load (including every DPO round, PPO's snapshots for the frontier and the
-    second judge), so that after ``build all`` each notebook only loads; exercise solutions (e.g. 04's β sweep)
+    auditor), so that after ``build all`` each notebook only loads; exercise solutions (e.g. 04's β sweep)
     build their own. Hub models (``gpt2`` preset) are not artifacts: no tokenizer/classifier stage there."""
     def lazy(module: str, func: str, **kw) -> Callable[..., object]:
         def build(force: bool = False):
@@ -68,14 +68,14 @@ def artifact_plan(preset) -> list[tuple[str, Callable[..., object]]]:
         plan.append(("tokenizer", lazy("sft", "ensure_tokenizer")))
     plan.append(("sft", lazy("sft", "ensure_sft")))
     if preset.sentiment_model == "tiny":
-        plan.append(("classifier", lazy("reward", "ensure_classifier")))
-    plan += [("pairs", lazy("reward", "ensure_pairs")), ("reward_model", lazy("reward", "ensure_reward_model")),
+        plan.append(("classifier", lazy("rater", "ensure_classifier")))
+    plan += [("pairs", lazy("pairs", "ensure_pairs")), ("reward_model", lazy("reward_model", "ensure_reward_model")),
              ("ppo", lazy("ppo", "ensure_ppo"))]
     for pairs_stage, stage, r in dpo_round_stages(preset):
         plan += [(pairs_stage, lazy("dpo", "ensure_dpo_pairs", round_no=r)),
                  (stage, lazy("dpo", "ensure_dpo", round_no=r))]
     plan += [("grpo", lazy("grpo", "ensure_grpo")), ("rloo", lazy("grpo", "ensure_rloo")),
-             ("judge2", lazy("reward", "ensure_second_judge"))]
+             ("judge2", lazy("auditor", "ensure_auditor"))]
     return plan
 
 

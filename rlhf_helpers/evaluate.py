@@ -152,7 +152,7 @@ def repetition_rate(texts: Sequence[str]) -> float:
 def judge_scores(judge, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """``(score, positive)`` per text from a ``SentimentReward``-like judge: its log-odds of POSITIVE (the
     score the RL methods are trained on), and whether POSITIVE is its top label."""
-    from .reward import log_odds
+    from .rater import log_odds
 
     logits = judge.all_logits(list(texts))
     score = np.array([log_odds(row, judge.label) for row in logits], dtype=float)

@@ -66,7 +66,8 @@ class Judge:
 
     def __init__(self, scorer, name: str | None = None, max_length: int = 64, batch_size: int = 64,
                  device=None):
-        from .reward import SentimentReward, load_reward_model, reward_model_scores
+        from .rater import SentimentReward
+        from .reward_model import load_reward_model, reward_model_scores
 
         self.max_length, self.batch_size = max_length, batch_size
         if isinstance(scorer, (str, Path)):
@@ -92,7 +93,8 @@ class Judge:
     @classmethod
     def from_preset(cls, preset: Preset | None = None, kind: str = "reward_model", device=None) -> "Judge":
         """The preset's trained reward model (``kind="reward_model"``) or its sentiment reward (``"sentiment"``)."""
-        from .reward import ensure_reward_model, sentiment_reward
+        from .rater import sentiment_reward
+        from .reward_model import ensure_reward_model
 
         preset = preset or get_preset()
         if kind == "reward_model":

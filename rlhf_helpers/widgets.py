@@ -94,7 +94,7 @@ def compare_generations(models: Mapping[str, object], reward, prompt: str, min_l
         torch.manual_seed(seed)
         responses = generate_responses(model, tok, [query] * n_samples, lengths)
         texts = tok.batch_decode(responses, skip_special_tokens=True)
-        from .reward import log_odds
+        from .rater import log_odds
 
         logits = reward.all_logits([prompt + t for t in texts])
         for i, (text, resp, lg) in enumerate(zip(texts, responses, logits)):

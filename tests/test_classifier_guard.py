@@ -2,7 +2,7 @@
 import pytest
 
 from rlhf_helpers.config import get_preset
-from rlhf_helpers.reward import CLASSIFIER_ACCURACY_FLOORS, WeakRaterError, check_classifier_accuracy
+from rlhf_helpers.rater import CLASSIFIER_ACCURACY_FLOORS, WeakRaterError, check_classifier_accuracy
 
 
 def test_tiny_floor_stops_a_rater_at_chance_and_says_what_to_do():

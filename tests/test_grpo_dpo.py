@@ -8,7 +8,8 @@ import torch
 from rlhf_helpers.evaluate import sequence_kl, sequence_logprobs
 from rlhf_helpers.generation import generate_responses
 from rlhf_helpers.grpo import sentiment_reward_func
-from rlhf_helpers.reward import SentimentReward, build_preference_pairs, rank_pairs
+from rlhf_helpers.pairs import build_preference_pairs, rank_pairs
+from rlhf_helpers.rater import SentimentReward
 
 POSITIVE_TEXTS = ["This movie was wonderful, a great and moving story with brilliant acting.",
                   "I loved the music and the characters, a truly excellent and fun film."]

@@ -57,7 +57,7 @@ def test_judge_picks_the_max_scoring_candidate():
 
 
 def test_reward_model_judge_picks_its_highest_score(stand_in_reward_model):
-    from rlhf_helpers.reward import reward_model_scores
+    from rlhf_helpers.reward_model import reward_model_scores
 
     judge = Judge(stand_in_reward_model, max_length=32)
     cands = [" wonderful film", " awful", " a truly excellent and fun film", " dull"]

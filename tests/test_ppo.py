@@ -361,7 +361,7 @@ def test_reward_folder_that_is_not_a_sentiment_classifier_is_refused(stand_in_lm
     from transformers import AutoModelForSequenceClassification
 
     from rlhf_helpers.models import NotAClassifierError
-    from rlhf_helpers.reward import SentimentReward
+    from rlhf_helpers.rater import SentimentReward
 
     with pytest.raises(NotAClassifierError, match="not a trained classifier"):
         SentimentReward(stand_in_lm_dir)

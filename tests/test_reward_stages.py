@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from rlhf_helpers.reward import NonFiniteRewardError, SentimentReward, positive_index
+from rlhf_helpers.rater import NonFiniteRewardError, SentimentReward, positive_index
 
 
 def _swap_labels(model):
@@ -40,7 +40,7 @@ def test_positive_logit_is_found_by_name(stand_in_classifier_dir):
 
 
 def test_log_odds_ignores_the_shared_offset():
-    from rlhf_helpers.reward import log_odds
+    from rlhf_helpers.rater import log_odds
 
     row = {"NEGATIVE": 1.0, "POSITIVE": 3.0}
     shifted = {k: v + 7.5 for k, v in row.items()}
@@ -98,7 +98,7 @@ def test_gpt2_preset_code_path_with_local_stand_ins(stand_in_lm_dir, stand_in_cl
     from rlhf_helpers.config import SFTSettings, get_preset
     from rlhf_helpers.data import load_imdb
     from rlhf_helpers.models import load_pretrained, read_meta
-    from rlhf_helpers.reward import ensure_classifier, sentiment_reward
+    from rlhf_helpers.rater import ensure_classifier, sentiment_reward
     from rlhf_helpers.sft import ensure_sft
 
     small = load_imdb(get_preset("smoke"))
@@ -120,7 +120,8 @@ def test_gpt2_preset_code_path_with_local_stand_ins(stand_in_lm_dir, stand_in_cl
 def test_reward_model_round_trip(tmp_path, monkeypatch):
     from rlhf_helpers.config import get_preset
     from rlhf_helpers.models import read_meta
-    from rlhf_helpers.reward import ensure_pairs, ensure_reward_model, load_reward_model, reward_model_scores
+    from rlhf_helpers.pairs import ensure_pairs
+    from rlhf_helpers.reward_model import ensure_reward_model, load_reward_model, reward_model_scores
 
     monkeypatch.setenv("RLHF_HOME", str(tmp_path))
     preset = get_preset("smoke")
@@ -141,9 +142,9 @@ import json
 from rlhf_helpers.config import get_preset
 from rlhf_helpers.models import read_meta
 from rlhf_helpers.sft import ensure_sft
-from rlhf_helpers.reward import ensure_classifier
+from rlhf_helpers.rater import ensure_classifier
 from rlhf_helpers.ppo import ensure_ppo
-from rlhf_helpers.reward import ensure_reward_model
+from rlhf_helpers.reward_model import ensure_reward_model
 from rlhf_helpers.dpo import ensure_dpo
 from rlhf_helpers.grpo import ensure_grpo, ensure_rloo
 p = get_preset("smoke")
@@ -170,3 +171,26 @@ def test_same_seed_same_metrics_across_runs(tmp_path):
         assert res.returncode == 0, res.stderr[-2000:]
         results.append(json.loads(res.stdout.split("RESULT", 1)[1]))
     assert results[0] == results[1]
+
+
+def test_reward_only_re_exports_the_four_role_modules():
+    """Notebook 02's code lives in one module per role (issue #22); ``rlhf_helpers.reward`` only re-exports it, so
+    no function exists twice and old imports keep working."""
+    import ast
+    import inspect
+
+    from rlhf_helpers import auditor, pairs, rater, reward, reward_model
+
+    roles = (rater, pairs, reward_model, auditor)
+    assert not [n for n in ast.parse(inspect.getsource(reward)).body
+                if isinstance(n, (ast.FunctionDef, ast.ClassDef))
+                or isinstance(n, ast.Assign) and [t.id for t in n.targets] != ["__all__"]], "reward.py only re-exports"
+    defined = [n.name for m in roles for n in ast.parse(inspect.getsource(m)).body
+               if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    assert len(defined) == len(set(defined)), "a function or class is defined in two role modules"
+    for name in reward.__all__:
+        assert any(getattr(m, name, None) is getattr(reward, name) for m in roles), name
+    public = {n for n in defined if not n.startswith("_")}
+    assert public <= set(reward.__all__), public - set(reward.__all__)
+    assert auditor.load_auditor is auditor.auditor is auditor.second_judge_reward
+    assert auditor.ensure_auditor is auditor.ensure_second_judge and auditor.train_auditor is auditor.train_second_judge

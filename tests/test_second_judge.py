@@ -7,8 +7,8 @@ import torch
 
 from rlhf_helpers.config import get_preset
 from rlhf_helpers.guardrail import frontier_points, judge_gap
-from rlhf_helpers.reward import (BagOfWordsSentiment, bag_of_words, ensure_second_judge, load_rotten_tomatoes,
-                                 second_judge_reward)
+from rlhf_helpers.auditor import (BagOfWordsSentiment, bag_of_words, ensure_second_judge, load_rotten_tomatoes,
+                                  second_judge_reward)
 
 
 def toy_judge() -> BagOfWordsSentiment:

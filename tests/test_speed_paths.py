@@ -48,7 +48,7 @@ def test_sft_loss_without_the_fused_head_equals_trls(tmp_path, stand_in_lm_dir, 
 def test_pairs_that_split_a_token_are_dropped(stand_in_tokenizer):
     from datasets import Dataset
 
-    from rlhf_helpers.reward import token_boundary_ok
+    from rlhf_helpers.pairs import token_boundary_ok
 
     tok = stand_in_tokenizer
     prompt = "This mo"
@@ -77,7 +77,7 @@ def test_ppo_gets_fp32_after_a_bf16_trainer_in_the_same_process():
 def test_review_openings_are_short_and_keep_their_labels(stand_in_tokenizer):
     from datasets import Dataset
 
-    from rlhf_helpers.reward import review_openings
+    from rlhf_helpers.rater import review_openings
 
     tok = stand_in_tokenizer
     reviews = Dataset.from_dict({"text": ["This movie was wonderful, a great and moving story with brilliant acting.",
@@ -96,7 +96,7 @@ def test_review_openings_are_short_and_keep_their_labels(stand_in_tokenizer):
 def test_no_pairs_left_stops_with_the_fix_named():
     from datasets import Dataset
 
-    from rlhf_helpers.reward import require_pairs
+    from rlhf_helpers.pairs import require_pairs
 
     require_pairs(Dataset.from_dict({"prompt": ["a"], "chosen": ["b"], "rejected": ["c"]}), "preset.pairs")
     with pytest.raises(ValueError, match=r"lower preset\.dpo\.margin"):

@@ -49,13 +49,13 @@ def test_a_tuning_process_cannot_read_the_test_prompts_or_the_auditor():
         "from rlhf_helpers.config import get_preset\n"
         "from rlhf_helpers.data import load_imdb, TestSetForbiddenError\n"
         "from rlhf_helpers.evaluate import heldout_prompt_table\n"
-        "from rlhf_helpers.reward import second_judge_reward\n"
+        "from rlhf_helpers.auditor import load_auditor\n"
         "from rlhf_helpers.sft import ensure_tokenizer\n"
         "p = get_preset('smoke')\n"
         "assert 'test' not in load_imdb(p) and 'validation' in load_imdb(p)\n"
         "tok = ensure_tokenizer(p)\n"
         "heldout_prompt_table(p, tok, 4, split='validation')\n"
-        "for f in (lambda: heldout_prompt_table(p, tok, 4), lambda: second_judge_reward(p)):\n"
+        "for f in (lambda: heldout_prompt_table(p, tok, 4), lambda: load_auditor(p)):\n"
         "    try:\n"
         "        f()\n"
         "    except TestSetForbiddenError as err:\n"
@@ -81,10 +81,12 @@ def test_every_tuning_script_forbids_the_test_set_before_it_chooses(script):
     assert all(line > first_guard for line in other_imports), f"{script}: rlhf_helpers imported before the guard"
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
         a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
-    assert not {"second_judge_reward", "ensure_second_judge", "BagOfWordsSentiment"} & names, \
+    auditor_names = {"second_judge_reward", "ensure_second_judge", "train_second_judge", "BagOfWordsSentiment",
+                     "auditor", "load_auditor", "ensure_auditor", "train_auditor"}
+    assert not auditor_names & names, \
         f"{script} reads the auditor"
     assert not [k for n in ast.walk(tree) if isinstance(n, ast.Call) for k in n.keywords if k.arg == "judges"], \
-        f"{script} grades with a second judge"
+        f"{script} grades with the auditor"
     for call in ast.walk(tree):
         if isinstance(call, ast.Call) and getattr(call.func, "id", "") in ("heldout_prompt_table", "heldout_prompts"):
             assert any(k.arg == "split" and getattr(k.value, "value", None) == "validation" for k in call.keywords), \

@@ -16,7 +16,7 @@ def smoke_artifacts(tmp_path_factory):
         mp.setenv("RLHF_PRESET", "smoke")
         mp.setenv("RLHF_HOME", str(tmp_path_factory.mktemp("rlhf-home-widgets")))
         from rlhf_helpers.models import load_pretrained
-        from rlhf_helpers.reward import sentiment_reward
+        from rlhf_helpers.rater import sentiment_reward
         from rlhf_helpers.sft import ensure_sft
 
         preset = get_preset()
