@@ -3,7 +3,8 @@
   presets                         list the presets
   build STAGE [--preset P] [--force]
                                   build one stage's artifact (and what it needs): tokenizer, sft,
-                                  classifier, pairs, reward_model, ppo, dpo (every round), grpo, rloo
+                                  classifier, pairs, reward_model, ppo, dpo (every round), grpo, rloo,
+                                  ppo_beta0 (PPO without a KL penalty), ppo_rm (PPO against the reward model)
   build all [--preset P] [--force]
                                   every artifact the notebooks load, once, in order (resumable)
   doctor [--preset P]             check this machine's setup; one line naming the fix per problem
@@ -46,6 +47,7 @@ def _policy_stages(preset) -> list[str]:
 def _stage_builders():
     from .dpo import ensure_dpo_rounds
     from .grpo import ensure_grpo, ensure_rloo
+    from .overopt import ensure_ppo_beta0, ensure_ppo_rm
     from .ppo import ensure_ppo
     from .pairs import ensure_pairs
     from .rater import ensure_classifier
@@ -55,7 +57,7 @@ def _stage_builders():
     return {"tokenizer": ensure_tokenizer, "sft": ensure_sft, "classifier": ensure_classifier,
             "pairs": ensure_pairs, "reward_model": ensure_reward_model, "ppo": ensure_ppo,
             "dpo": ensure_dpo_rounds,  # every round: round r trains on from round r - 1
-            "grpo": ensure_grpo, "rloo": ensure_rloo}
+            "grpo": ensure_grpo, "rloo": ensure_rloo, "ppo_beta0": ensure_ppo_beta0, "ppo_rm": ensure_ppo_rm}
 
 
 STAGES = list(BUILD_STAGES)

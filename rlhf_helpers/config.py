@@ -109,6 +109,18 @@ class PPOSettings:
 
 
 @dataclass(frozen=True)
+class OveroptSettings:
+    """The two over-optimisation runs of ``overopt.py``: PPO against the reward model (``ppo_rm``, with policy
+    snapshots graded by proxy, gold and auditor) and PPO against the rater with β = 0 (``ppo_beta0``)."""
+
+    steps: int = 80           # PPO steps against the reward model
+    snapshots: int = 8        # policies kept along the run (plus SFT at step 0 and the final one)
+    kl_coef: float = 0.02     # a weak, fixed leash: enough rope to over-optimise within the run
+    eval_prompts: int = 320   # test prompts per snapshot (a rate near 50 %: about ±5.5 points)
+    beta0_steps: int = 40     # PPO steps against the rater with no KL penalty
+
+
+@dataclass(frozen=True)
 class DPOSettings:
     beta: float = 0.1
     # 75 steps at 2e-4: 60.9 % positive at KL 5.6 in 13 s; 150 at 1e-4: 58.2 % at KL 5.1 in 35 s
@@ -167,6 +179,7 @@ class Preset:
     ppo: PPOSettings = field(default_factory=PPOSettings)
     dpo: DPOSettings = field(default_factory=DPOSettings)
     grpo: GRPOSettings = field(default_factory=GRPOSettings)
+    overopt: OveroptSettings = field(default_factory=OveroptSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     seed: int = 0
 
@@ -200,6 +213,7 @@ SMOKE = Preset(
     ppo=PPOSettings(steps=2, batch_size=8, mini_batch_size=4, ppo_epochs=1, min_len=4, max_len=6, save_every=1),
     dpo=DPOSettings(max_steps=3, batch_size=4, n_prompts=16, samples_per_prompt=2, margin=0.0, save_steps=2),
     grpo=GRPOSettings(max_steps=2, prompts_per_step=2, num_generations=2, save_steps=1),
+    overopt=OveroptSettings(steps=4, snapshots=2, eval_prompts=12, beta0_steps=2),
     eval=EvalSettings(n_prompts=16, batch_size=16),
 )
 
@@ -224,7 +238,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (TINY, SMOKE, GPT2)}
 
 
 # the stages `python -m rlhf_helpers build STAGE` knows (in build order)
-BUILD_STAGES = ("tokenizer", "sft", "classifier", "pairs", "reward_model", "ppo", "dpo", "grpo", "rloo")
+BUILD_STAGES = ("tokenizer", "sft", "classifier", "pairs", "reward_model", "ppo", "dpo", "grpo", "rloo", "ppo_beta0",
+                "ppo_rm")
 
 
 def ppo_config_kwargs(preset: "Preset") -> dict:

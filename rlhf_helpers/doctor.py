@@ -75,7 +75,8 @@ def artifact_plan(preset) -> list[tuple[str, Callable[..., object]]]:
         plan += [(pairs_stage, lazy("dpo", "ensure_dpo_pairs", round_no=r)),
                  (stage, lazy("dpo", "ensure_dpo", round_no=r))]
     plan += [("grpo", lazy("grpo", "ensure_grpo")), ("rloo", lazy("grpo", "ensure_rloo")),
-             ("judge2", lazy("auditor", "ensure_auditor"))]
+             ("judge2", lazy("auditor", "ensure_auditor")),
+             ("ppo_beta0", lazy("overopt", "ensure_ppo_beta0")), ("ppo_rm", lazy("overopt", "ensure_ppo_rm"))]
     return plan
 
 

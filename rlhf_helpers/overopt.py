@@ -1,0 +1,185 @@
+"""Over-optimisation, measured: what PPO does to a reward with no leash, and to a *learned* reward.
+
+Two runs of the series' PPO, both from the SFT writer, both built by ``build all`` and ``make run``:
+
+* ``ppo_beta0``: PPO against the rater with the KL penalty switched off (β = 0). Nothing keeps the writer near
+  its reference, so it finds whatever phrasing the rater scores highest and repeats it.
+* ``ppo_rm``: step 3 of the full recipe. PPO optimises the **reward model** (learned in notebook 02 from the
+  rater's comparisons), not the rater. The rater is then a real gold standard for the reward model (it made
+  the labels the reward model imitates), so, as in Gao et al. (2022), the run shows the proxy's score rising
+  while the gold score rises less, peaks and falls as the KL grows. Policy snapshots along the run are graded
+  on the test prompts by the reward model (the proxy), the rater (the gold) and the auditor, and plotted
+  against √KL.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import Preset, get_preset
+
+
+class RewardModelScorer:
+    """The reward model as a PPO reward and as an evaluation judge: one scalar score per text.
+
+    ``all_logits`` gives ``{"score": s}`` so the evaluation can read it like a classifier; ``positive`` has no
+    meaning for a reward model (the evaluation's positive column is then always true and is not shown)."""
+
+    label = "score"
+
+    def __init__(self, folder: str | Path, max_length: int = 64, batch_size: int = 64):
+        from .reward import load_reward_model
+
+        self.model, self.tokenizer = load_reward_model(folder)
+        self.max_length, self.batch_size = max_length, batch_size
+
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        from .reward import reward_model_scores
+
+        with torch.no_grad():
+            return reward_model_scores(self.model, self.tokenizer, list(texts), self.max_length, self.batch_size)
+
+    def all_logits(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        return [{"score": float(s)} for s in self(texts)]
+
+
+def reward_model_scorer(preset: Preset | None = None) -> RewardModelScorer:
+    from .reward import ensure_reward_model
+
+    preset = preset or get_preset()
+    return RewardModelScorer(ensure_reward_model(preset), max_length=preset.reward_model.max_length)
+
+
+def _train_stage(preset: Preset, stage: str, reward, cfg, steps: int, snapshots: int) -> Path:
+    """One PPO run from the SFT writer saved as the artifact ``stage`` (with its policy snapshots)."""
+    from .data import load_imdb, make_prompts
+    from .models import checkpoint_dir, load_tokenizer, save_artifact, stage_dir
+    from .ppo import train_ppo
+    from .sft import ensure_sft
+
+    s = preset.ppo
+    sft = ensure_sft(preset)
+    prompts = make_prompts(load_imdb(preset)["train"], load_tokenizer(sft), seed=preset.seed)["prompt"]
+    work = stage_dir(preset, stage) / "work"
+    t0 = time.time()
+    history = train_ppo(sft, reward, prompts, cfg, steps, s.min_len, s.max_len, work,
+                        checkpoint_dir=checkpoint_dir(preset, stage), save_every=s.save_every,
+                        snapshot_every=max(1, steps // snapshots) if snapshots else 0)
+    meta = {"settings": {**asdict(cfg), "steps": steps, "snapshots": snapshots},
+            "metrics": {"train_seconds": round(time.time() - t0, 1), "final": history[-1]},
+            "log_history": history}
+    path = save_artifact(preset, stage, lambda folder: shutil.copytree(work, folder), meta)
+    shutil.rmtree(work, ignore_errors=True)
+    return path
+
+
+def ensure_ppo_beta0(preset: Preset | None = None, force: bool = False) -> Path:
+    """PPO against the rater with β = 0 (no KL penalty), the preset's other PPO settings, ``overopt.beta0_steps``
+    steps: the reward hacking that the KL penalty prevents, prebuilt so notebooks 03 and 05 can show it."""
+    from .models import ensure
+    from .ppo import ppo_config_for
+    from .reward import sentiment_reward
+
+    preset = preset or get_preset()
+    o = preset.overopt
+    cfg = replace(ppo_config_for(preset), init_kl_coef=0.0, adaptive_kl=False)
+    return ensure(preset, "ppo_beta0",
+                  lambda: _train_stage(preset, "ppo_beta0", sentiment_reward(preset), cfg, o.beta0_steps, 0),
+                  force=force)
+
+
+def ensure_ppo_rm(preset: Preset | None = None, force: bool = False) -> Path:
+    """PPO against the reward model (step 3 of the full recipe), a weak fixed KL penalty, snapshots along the
+    run for the over-optimisation curve (``overopt`` settings)."""
+    from .models import ensure
+    from .ppo import ppo_config_for
+
+    preset = preset or get_preset()
+    o = preset.overopt
+    cfg = replace(ppo_config_for(preset), init_kl_coef=o.kl_coef, adaptive_kl=False, reward_norm=True)
+    return ensure(preset, "ppo_rm",
+                  lambda: _train_stage(preset, "ppo_rm", reward_model_scorer(preset), cfg, o.steps, o.snapshots),
+                  force=force)
+
+
+def snapshot_folders(run: str | Path, sft: str | Path) -> dict[int, Path]:
+    """``{step: folder}`` of a run's policy snapshots, step 0 being the SFT writer and the last the final policy."""
+    from .models import read_meta
+
+    run = Path(run)
+    found = {0: Path(sft)}
+    for folder in sorted((run / "snapshots").glob("step-*")):
+        found[int(folder.name.split("-")[1])] = folder
+    found[int(read_meta(run)["settings"]["steps"])] = run
+    return dict(sorted(found.items()))
+
+
+def overoptimisation_table(preset: Preset | None = None, n_prompts: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Grade every snapshot of ``ppo_rm`` on the test prompts by the reward model (proxy), the rater (gold) and
+    the auditor: ``(summary, samples)``; the summary has one row per step with 95 % intervals and √KL."""
+    from .evaluate import evaluate_policies, heldout_prompts
+    from .models import load_tokenizer
+    from .reward import second_judge_reward, sentiment_reward
+    from .sft import ensure_sft
+
+    preset = preset or get_preset()
+    sft = ensure_sft(preset)
+    folders = snapshot_folders(ensure_ppo_rm(preset), sft)
+    prompts = heldout_prompts(preset, load_tokenizer(sft), n_prompts or preset.overopt.eval_prompts)
+    summary, samples = evaluate_policies({f"step {k}": f for k, f in folders.items()}, reward_model_scorer(preset),
+                                         sft, prompts, preset.ppo.min_len, preset.ppo.max_len, seed=preset.seed,
+                                         judges={"rater": sentiment_reward(preset),
+                                                 "auditor": second_judge_reward(preset)}, preset=preset)
+    summary = summary.rename(columns={"reward": "proxy", "reward_lo": "proxy_lo", "reward_hi": "proxy_hi"})
+    summary.insert(0, "step", list(folders))
+    summary["sqrt_kl"] = np.sqrt(summary["kl"].clip(lower=0))
+    return summary.drop(columns=["positive_fraction", "positive_fraction_lo", "positive_fraction_hi"]), samples
+
+
+def gold_peak(summary: pd.DataFrame) -> dict[str, float]:
+    """Where the rater's (gold) positive fraction peaks along the run, and what the proxy did after it."""
+    i = int(np.argmax(summary["positive_fraction_rater"].to_numpy()))
+    row, last = summary.iloc[i], summary.iloc[-1]
+    return {"peak_step": int(row["step"]), "peak_gold": float(row["positive_fraction_rater"]),
+            "peak_kl": float(row["kl"]), "last_step": int(last["step"]),
+            "last_gold": float(last["positive_fraction_rater"]), "last_kl": float(last["kl"]),
+            "proxy_at_peak": float(row["proxy"]), "proxy_last": float(last["proxy"])}
+
+
+def plot_overoptimisation(summary: pd.DataFrame, title: str | None = None):
+    """Proxy (reward model), gold (rater) and auditor against √KL, each with its 95 % interval."""
+    import matplotlib.pyplot as plt
+
+    x = summary["sqrt_kl"].to_numpy()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    left.plot(x, summary["proxy"], "o-", color="tab:purple", label="reward model (the proxy PPO optimises)")
+    left.fill_between(x, summary["proxy_lo"], summary["proxy_hi"], color="tab:purple", alpha=0.2)
+    left.set_xlabel("√KL(policy ‖ SFT)  (√nats)")
+    left.set_ylabel("mean reward-model score")
+    left.set_title("what PPO optimises")
+    left.legend(loc="lower right", fontsize=8)
+    for col, colour, name in (("positive_fraction_rater", "tab:green", "rater (gold: made the reward model's labels)"),
+                              ("positive_fraction_auditor", "tab:orange", "auditor (never trained against)")):
+        right.plot(x, 100 * summary[col], "o-", color=colour, label=name)
+        right.fill_between(x, 100 * summary[f"{col}_lo"], 100 * summary[f"{col}_hi"], color=colour, alpha=0.2)
+    right.set_xlabel("√KL(policy ‖ SFT)  (√nats)")
+    right.set_ylabel("% of test answers called positive")
+    right.set_title("what we wanted")
+    right.legend(loc="lower right", fontsize=8)
+    for ax, col in ((left, "proxy"), (right, None)):
+        for xi, step in zip(x, summary["step"]):
+            ax.annotate(str(int(step)), (xi, ax.get_ylim()[0]), textcoords="offset points", xytext=(0, 2),
+                        ha="center", fontsize=7, color="grey")
+    fig.suptitle(title or "Over-optimising a learned reward (step numbers along the bottom; bands: 95 % intervals)")
+    return fig
+
+
+__all__ = ["RewardModelScorer", "ensure_ppo_beta0", "ensure_ppo_rm", "gold_peak", "overoptimisation_table",
+           "plot_overoptimisation", "reward_model_scorer", "snapshot_folders"]
