@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -227,3 +228,131 @@ def dpo_batch_check(policy_path: str | Path, reference_path: str | Path, pairs, 
     batch = {k: batch[k].cpu() for k in ("input_ids", "attention_mask", "completion_mask")}
     return {"trl_loss": float(trl_log["loss"]), "trl_log": trl_log, "batch": batch,
             "by_hand": dpo_loss_by_hand(trainer.model, trainer.ref_model, batch, beta, sft_weight)}
+
+
+# --------------------------------------------------------------------------------------------
+# DPO with your own loss: TRL's DPOTrainer, its loss replaced by a function of the four log-probabilities
+# --------------------------------------------------------------------------------------------
+DPOLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+class _Recorder:
+    """Calls the model it wraps and keeps the first output (TRL's ``_compute_loss`` only ever calls its model)."""
+
+    def __init__(self, model, seen: dict, name: str):
+        self.model, self.seen, self.name = model, seen, name
+
+    def __call__(self, *args, **kwargs):
+        out = self.model(*args, **kwargs)
+        self.seen.setdefault(self.name, out)
+        return out
+
+
+_TRAINER_CLASSES: dict[str, type] = {}
+
+
+def dpo_trainer_with_loss_class() -> type:
+    """``DPOTrainer`` (TRL 1.16) whose loss is ``self.learner_loss(policy_chosen_logps, policy_rejected_logps,
+    ref_chosen_logps, ref_rejected_logps, beta)`` instead of TRL's.
+
+    The override is ``compute_loss``: it lets TRL's ``_compute_loss`` run as always (one forward pass of the policy,
+    every metric TRL logs), records the policy's per-token log-probabilities from that pass, sums them per sequence
+    exactly as TRL does (chosen rows first, then rejected), takes the reference's the same way (precomputed or from
+    the reference model's pass), and returns the learner's loss of those four tensors: it, not TRL's, is
+    back-propagated and logged as ``loss``.
+    """
+    if "dpo" not in _TRAINER_CLASSES:
+        from trl import DPOTrainer
+
+        class LearnerLossDPOTrainer(DPOTrainer):
+            learner_loss: DPOLoss | None = None  # set on the instance (make_dpo_trainer)
+
+            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+                if self.learner_loss is None:
+                    raise ValueError("set trainer.learner_loss to your DPO loss (or use trl's DPOTrainer)")
+                if self.loss_types != ["sigmoid"] or self.ld_alpha is not None or self.use_weighting \
+                        or self.f_divergence_type != "reverse_kl":
+                    raise ValueError("your DPO loss replaces TRL's sigmoid loss: train with loss_type='sigmoid' and "
+                                     "no ld_alpha, use_weighting or f_divergence_type")
+                seen: dict = {}
+                reference = self.ref_model
+                if not self.precompute_ref_logps:
+                    self.ref_model = _Recorder(reference, seen, "reference")
+                try:
+                    result = super().compute_loss(_Recorder(model, seen, "policy"), inputs, return_outputs,
+                                                  num_items_in_batch)
+                finally:
+                    self.ref_model = reference
+                seq_len = inputs["completion_mask"].size(1) - 1  # TRL's shift_completion_mask width
+                chosen, rejected = seen["policy"].log_probs[:, -seq_len:].sum(dim=1).chunk(2, dim=0)
+                if self.precompute_ref_logps:
+                    ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+                else:
+                    ref_chosen, ref_rejected = seen["reference"].log_probs[:, -seq_len:].sum(dim=1).chunk(2, dim=0)
+                loss = self.learner_loss(chosen, rejected, ref_chosen, ref_rejected, self.beta)
+                return (loss, result[1]) if return_outputs else loss
+
+        _TRAINER_CLASSES["dpo"] = LearnerLossDPOTrainer
+    return _TRAINER_CLASSES["dpo"]
+
+
+def make_dpo_trainer(loss: DPOLoss | None = None, **kwargs):
+    """TRL's ``DPOTrainer(**kwargs)``; with ``loss``, one whose loss is ``loss(policy_chosen_logps,
+    policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)`` (:func:`dpo_trainer_with_loss_class`)."""
+    from trl import DPOTrainer
+
+    if loss is None:
+        return DPOTrainer(**kwargs)
+    trainer = dpo_trainer_with_loss_class()(**kwargs)
+    trainer.learner_loss = loss
+    return trainer
+
+
+def short_dpo_run(policy_path: str | Path, pairs, output_dir: str | Path, loss: DPOLoss | None = None,
+                  beta: float = 0.1, steps: int = 4, batch_size: int = 4, learning_rate: float = 2e-4,
+                  reference_path: str | Path | None = None, preset: Preset | None = None,
+                  precompute_ref_log_probs: bool = False) -> list[dict]:
+    """A few DPO steps from ``policy_path`` on ``pairs`` (``prompt``, ``chosen``, ``rejected``), with TRL's sigmoid
+    loss (``loss=None``) or yours; returns TRL's log history, one entry per step.
+
+    fp32 on every device, logged every step, nothing saved: the trainer's scratch files go to ``output_dir`` (its own
+    folder). The pairs are copied into memory first, so no cache file lands beside a saved pairs artifact. The same
+    arguments and seed give the same log, so a correct ``loss`` reproduces the run with TRL's loss to the digit.
+    """
+    from datasets import Dataset
+    from trl import DPOConfig
+
+    preset = preset or get_preset()
+    pairs = Dataset.from_list(pairs.select_columns(["prompt", "chosen", "rejected"]).to_list())
+    policy, tok = load_pretrained(policy_path)
+    reference = load_pretrained(reference_path or policy_path)[0]
+    set_seed(preset.seed)
+    args = DPOConfig(output_dir=str(output_dir), beta=beta, max_steps=steps, per_device_train_batch_size=batch_size,
+                     learning_rate=learning_rate, max_length=64, logging_steps=1, save_strategy="no",
+                     lr_scheduler_type="cosine", warmup_steps=max(1, steps // 20),
+                     precompute_ref_log_probs=precompute_ref_log_probs, **dpo_loss_terms(0.0),
+                     **{**trainer_defaults(preset), "bf16": False})
+    trainer = make_dpo_trainer(loss, model=policy, ref_model=reference, args=args, train_dataset=pairs,
+                               processing_class=tok)
+    trainer.train()
+    return trainer_log(trainer)
+
+
+def dpo_with_my_loss(my_dpo_loss: DPOLoss, preset: Preset | None = None, steps: int = 8,
+                     n_pairs: int | None = None) -> dict[str, list[dict]]:
+    """Notebook 04: ``steps`` DPO steps from the SFT policy on round 1's pairs, once with TRL's loss and once with
+    ``my_dpo_loss``; returns both log histories (``{"package": ..., "mine": ...}``), the same number for number when
+    your loss is right (:func:`rlhf_helpers.fillins.check_same_run`). Writes only under its own stage folder."""
+    from .models import stage_dir
+
+    preset = preset or get_preset()
+    d = preset.dpo
+    sft = ensure_sft(preset)
+    pairs = ensure_dpo_pairs(preset)
+    pairs = pairs.select(range(min(len(pairs), n_pairs or steps * d.batch_size)))
+    folder = stage_dir(preset, "dpo_my_loss")
+    runs = {}
+    for name, loss in (("package", None), ("mine", my_dpo_loss)):
+        runs[name] = short_dpo_run(sft, pairs, folder / name, loss=loss, beta=d.beta, steps=steps,
+                                   batch_size=d.batch_size, learning_rate=d.learning_rate, preset=preset)
+    return runs

@@ -652,9 +652,10 @@ def check_leave_one_out(fn: Callable) -> Verdict:
 # --------------------------------------------------------------------------------------------
 # Whole runs: did your pieces train the same model as the package's?
 # --------------------------------------------------------------------------------------------
-def check_same_run(mine: Sequence[dict], package: Sequence[dict], atol: float = ATOL) -> Verdict:
+def check_same_run(mine: Sequence[dict], package: Sequence[dict], tol: float = ATOL) -> Verdict:
     """Compare two training logs (lists of dicts, e.g. PPO's history or TRL's ``log_history``) number by number,
-    ignoring timings; correct when every shared number agrees to ``atol``."""
+    ignoring timings; correct when every shared number agrees to ``tol``, absolute or relative (a gradient norm of 8
+    is only stored to about 1e-6: float32 has 24 bits)."""
     skip = ("time", "runtime", "per_second", "total_flos")
     if len(mine) != len(package):
         return Verdict(False, f"not yet: your run logged {len(mine)} entries, the package's {len(package)}")
@@ -664,7 +665,7 @@ def check_same_run(mine: Sequence[dict], package: Sequence[dict], atol: float = 
                 continue
             x, y = a[key], b[key]
             if isinstance(x, (int, float)) and isinstance(y, (int, float)) and not (
-                    abs(x - y) <= atol or (math.isnan(x) and math.isnan(y))):
+                    math.isclose(x, y, rel_tol=tol, abs_tol=tol) or (math.isnan(x) and math.isnan(y))):
                 step = b.get("step", "?")
                 return Verdict(False, f"not yet: at step {step} your run's {key} is {x:.6g}, the package's {y:.6g}: "
                                       "your pieces trained a different model; check each with its fill-in check")

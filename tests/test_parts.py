@@ -164,3 +164,143 @@ def test_one_loop_step_is_one_trainer_step(stand_in_lm_dir):
         {k: v for k, v in by_step.items() if not k.startswith("time")}
     for a, b in zip(looped.policy.parameters(), stepped.policy.parameters()):
         assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# DPO with the learner's loss, GRPO and RLOO with the learner's advantages (TRL, on stand-ins)
+# ---------------------------------------------------------------------------------------------
+PAIRS = {"prompt": ["This movie was", "A waste of", "I loved the", "The plot was"] * 2,
+         "chosen": [" wonderful and moving.", " nothing, a great film.", " music and the acting.", " brilliant."] * 2,
+         "rejected": [" terrible and boring.", " time: bad acting.", " ending less.",
+                      " dull and awful, the worst."] * 2}
+
+
+def dpo_loss_loop(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    """A learner's DPO loss, pair by pair."""
+    losses = []
+    for pw, pl, rw, rl in zip(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps):
+        losses.append(-torch.nn.functional.logsigmoid(beta * ((pw - rw) - (pl - rl))))
+    return torch.stack(losses).mean()
+
+
+def dpo_loss_swapped(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    return dpo_loss_loop(policy_rejected_logps, policy_chosen_logps, ref_rejected_logps, ref_chosen_logps, beta)
+
+
+def _dpo_run(folder, out, loss=None, pairs=None, precompute=False):
+    from datasets import Dataset
+
+    from rlhf_helpers.dpo import short_dpo_run
+
+    pairs = pairs if pairs is not None else Dataset.from_dict(PAIRS)
+    return short_dpo_run(folder, pairs, out, loss=loss, steps=4, batch_size=4, learning_rate=1e-3,
+                         precompute_ref_log_probs=precompute)
+
+
+@pytest.mark.parametrize("precompute", [False, True], ids=["reference in the loop", "reference precomputed"])
+def test_learners_dpo_loss_reproduces_trls_run(stand_in_lm_dir, tmp_path, precompute):
+    from rlhf_helpers.fillins import check_same_run
+
+    package = _dpo_run(stand_in_lm_dir, tmp_path / "package", precompute=precompute)
+    mine = _dpo_run(stand_in_lm_dir, tmp_path / "mine", dpo_loss_loop, precompute=precompute)
+    assert len(package) >= 4 and package[-2]["rewards/margins"] != 0, "the policy should have moved"
+    assert check_same_run(mine, package)
+    swapped = _dpo_run(stand_in_lm_dir, tmp_path / "swapped", dpo_loss_swapped, precompute=precompute)
+    assert not check_same_run(swapped, package)
+    assert swapped[-2]["rewards/margins"] < 0 < package[-2]["rewards/margins"]  # it learned the wrong preference
+
+
+def test_short_dpo_run_leaves_a_saved_pairs_folder_untouched(stand_in_lm_dir, tmp_path):
+    from datasets import Dataset, load_from_disk
+
+    saved = tmp_path / "pairs_artifact"
+    Dataset.from_dict(PAIRS).save_to_disk(str(saved))
+    before = sorted(p.name for p in saved.iterdir())
+    _dpo_run(stand_in_lm_dir, tmp_path / "run", dpo_loss_loop, pairs=load_from_disk(str(saved)), precompute=True)
+    assert sorted(p.name for p in saved.iterdir()) == before  # no reference-log-prob cache beside the artifact
+
+
+ONLINE_PROMPTS = ["This movie", "I watched it and", "Bad", "The actors in this film were", "A", "Great fun", "Why",
+                  "It is a long story about"]
+
+
+def completion_length_reward(prompts, completions, **kwargs):
+    return [len(c) / 10.0 for c in completions]
+
+
+def grpo_advantages_loop(rewards):
+    """A learner's GRPO advantages, group by group."""
+    out = torch.zeros_like(rewards)
+    for i, group in enumerate(rewards):
+        out[i] = (group - group.mean()) / (group.std() + 1e-4)
+    return out
+
+
+def rloo_advantages_loop(rewards):
+    """A learner's RLOO advantages, completion by completion."""
+    k = rewards.shape[1]
+    return torch.tensor([[float(g[j] - (g.sum() - g[j]) / (k - 1)) for j in range(k)] for g in rewards])
+
+
+def baseline_includes_itself(rewards):
+    return rewards - rewards.mean(dim=1, keepdim=True)
+
+
+def _online_run(method, folder, out, advantages=None):
+    from rlhf_helpers.grpo import short_online_run
+
+    return short_online_run(method, folder, ONLINE_PROMPTS, completion_length_reward, out, advantages=advantages,
+                            steps=3, prompts_per_step=2, num_generations=4, max_completion_length=8,
+                            learning_rate=1e-3)
+
+
+@pytest.mark.parametrize("method, right", [("grpo", grpo_advantages_loop), ("rloo", rloo_advantages_loop)])
+def test_learners_advantages_reproduce_trls_run(eos_stand_in_dir, tmp_path, method, right):
+    """With beta 0.1 (RLOO's rewards carry the KL penalty), the learner's advantages reproduce TRL's own run."""
+    from rlhf_helpers.fillins import check_same_run
+
+    package = _online_run(method, eos_stand_in_dir, tmp_path / "package")
+    assert len(package) >= 3 and package[0]["kl"] == 0.0 and package[-2]["kl"] > 0
+    assert check_same_run(_online_run(method, eos_stand_in_dir, tmp_path / "mine", right), package)
+    wrong = _online_run(method, eos_stand_in_dir, tmp_path / "wrong", baseline_includes_itself)
+    assert not check_same_run(wrong, package) and wrong[0]["grad_norm"] != package[0]["grad_norm"]
+
+
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_learner_trainers_still_sample_what_they_score(eos_stand_in_dir, tmp_path, method):
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    from rlhf_helpers.config import get_preset
+    from rlhf_helpers.grpo import make_online_trainer, rloo_advantages
+    from rlhf_helpers.models import load_tokenizer, trainer_defaults
+
+    tok = load_tokenizer(eos_stand_in_dir)
+    tok.padding_side = "left"
+    cls = GRPOConfig if method == "grpo" else RLOOConfig
+    args = cls(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=8, num_generations=2, beta=0.1,
+               max_completion_length=8, disable_dropout=True, save_strategy="no",
+               **trainer_defaults(get_preset("smoke")))
+    trainer = make_online_trainer(method, str(eos_stand_in_dir), completion_length_reward, args,
+                                  Dataset.from_dict({"prompt": ONLINE_PROMPTS}), tok, advantages=rloo_advantages)
+    assert isinstance(trainer, GRPOTrainer if method == "grpo" else RLOOTrainer)
+    assert trainer.learner_advantages is rloo_advantages
+    for model in (trainer.model, trainer.ref_model):  # sample_what_you_score: the stored min_new_tokens is gone
+        assert model.generation_config.min_new_tokens is None and model.generation_config.top_k is None
+
+
+@pytest.mark.slow
+def test_notebook_helpers_compare_the_learners_run_with_the_package_on_smoke():
+    """What notebooks 04 and 05 call: both runs from the smoke preset's SFT policy, in their own stage folders."""
+    from rlhf_helpers.config import get_preset
+    from rlhf_helpers.dpo import dpo_with_my_loss
+    from rlhf_helpers.fillins import check_same_run
+    from rlhf_helpers.grpo import online_with_my_advantages
+    from rlhf_helpers.models import stage_dir
+
+    preset = get_preset("smoke")
+    runs = dpo_with_my_loss(dpo_loss_loop, preset, steps=2)
+    assert len(runs["package"]) >= 2 and check_same_run(runs["mine"], runs["package"])
+    runs = online_with_my_advantages("rloo", baseline_includes_itself, preset, steps=2)
+    assert not check_same_run(runs["mine"], runs["package"])
+    assert stage_dir(preset, "dpo_my_loss").is_dir() and stage_dir(preset, "rloo_my_advantages").is_dir()
