@@ -82,7 +82,10 @@ def main(argv=None) -> None:
                "heldout_reward": round(float(summary.loc["PPO", "reward"]), 3),
                "heldout_kl": round(float(summary.loc["PPO", "kl"]), 2),
                "distinct_2": round(float(summary.loc["PPO", "distinct_2"]), 3),
-               "sft_positive": round(float(summary.loc["SFT", "positive_fraction"]), 3)}
+               "sft_positive": round(float(summary.loc["SFT", "positive_fraction"]), 3),
+               "sft_distinct_2": round(float(summary.loc["SFT", "distinct_2"]), 3),
+               "real_words": round(float(summary.loc["PPO", "real_words"]), 3), "split": "validation",
+               "when": time.strftime("%Y-%m-%d %H:%M")}
         shutil.rmtree(work, ignore_errors=True)  # the row is the result; the candidate policy is not kept
         RESULTS.mkdir(exist_ok=True)
         with out_file.open("a") as f:

@@ -238,10 +238,22 @@ def cmd_report(args) -> int:
         sft = model_dir(preset, "sft")
         models = {s: model_dir(preset, s) for s in _policy_stages(preset) if is_complete(preset, s)}
         prompts = heldout_prompts(preset, load_tokenizer(sft), None)
-        summary, _ = evaluate_policies(models, sentiment_reward(preset), sft, prompts, preset.ppo.min_len,
-                                       preset.ppo.max_len, seed=preset.seed)
-        text += ("\n### Held-out comparison (same prompts, lengths and seed)\n\n"
-                 + summary.round(3).to_markdown() + "\n")
+        from .auditor import second_judge_reward
+        from .evaluate import paired_comparison, with_intervals
+
+        summary, samples = evaluate_policies(models, sentiment_reward(preset), sft, prompts, preset.ppo.min_len,
+                                             preset.ppo.max_len, seed=preset.seed,
+                                             judges={"auditor": second_judge_reward(preset)}, preset=preset)
+        for name in summary.index.drop("sft", errors="ignore"):
+            c = paired_comparison(samples, name, "sft", "positive")
+            summary.loc[name, ["gain", "gain_lo", "gain_hi"]] = [100 * c["difference"], 100 * c["low"],
+                                                                 100 * c["high"]]
+        shown = with_intervals(summary, ["positive_fraction", "gain", "kl", "positive_fraction_auditor",
+                                         "distinct_2", "real_words"],
+                               percent=["positive_fraction", "positive_fraction_auditor", "real_words"])
+        text += (f"\n### Test-set comparison ({len(prompts)} test prompts, one answer each, same lengths and seed; "
+                 "95 % intervals: Wilson for rates, paired bootstrap for the gain over SFT in points, bootstrap "
+                 "for KL)\n\n" + shown.to_markdown() + "\n")
     text += "\n### Quality bars\n\n" + quality_bar_table(quality_bars(metrics, summary, total)) + "\n"
     print(text)
     out = Path(args.out) if args.out else project_root() / "benchmarks" / "results" / f"{preset.name}_report.md"

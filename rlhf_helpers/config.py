@@ -147,8 +147,12 @@ class GRPOSettings:
     max_steps: int = 40
     prompts_per_step: int = 16
     num_generations: int = 4
-    beta: float = 0.1  # the same number as PPO's starting KL weight (both rewards are standardised: PPO's on SFT
-    # samples, GRPO's per group of completions)
+    # β is a different leash in each method (TRL 1.16), so the same number is not the same strength:
+    # GRPO adds β × a per-token k3 estimate exp(r) - r - 1 (r = log π_ref - log π) to a loss on group-standardised
+    # advantages (loss_type "dapo", TRL's default: every token of the batch weighs the same); RLOO subtracts
+    # β × the sequence's summed log-ratio Σ(log π_old - log π_ref) from the raw reward and does not normalise
+    # advantages; PPO subtracts β × the per-token log-ratio from each token's reward and adapts β to a KL target.
+    beta: float = 0.1
     learning_rate: float = 1.5e-4  # as PPO; 5e-4 gave 95-98% positive but KL 26-36 nats and repetition
     save_steps: int = 10
 

@@ -47,7 +47,8 @@ def heldout_prompts(preset, tokenizer, n: int | None = None, with_labels: bool =
 
 
 def flip_rate(samples: pd.DataFrame, labels: Sequence[int]) -> pd.Series:
-    """Per model: the share of prompts that open a *negative* review whose text the judge calls positive.
+    """Per model: the share of prompts that open a *negative* review whose text the rater calls positive (the
+    ``positive`` column: the scorer ``evaluate_policies`` was given as ``reward``).
 
     ``samples`` is the second table of :func:`evaluate_policies` (one row per model and prompt, in prompt order);
     ``labels`` are the prompts' source labels (``heldout_prompt_table(...)["label"]``). The overall positive
@@ -150,8 +151,8 @@ def repetition_rate(texts: Sequence[str]) -> float:
 
 
 def judge_scores(judge, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``(score, positive)`` per text from a ``SentimentReward``-like judge: its log-odds of POSITIVE (the
-    score the RL methods are trained on), and whether POSITIVE is its top label."""
+    """``(score, positive)`` per text from a ``SentimentReward``-like scorer (the rater, the auditor): its log-odds
+    of POSITIVE (the score the RL methods are trained on), and whether POSITIVE is its top label."""
     from .rater import log_odds
 
     logits = judge.all_logits(list(texts))
@@ -192,8 +193,9 @@ def evaluate_policies(models: Mapping[str, object], reward, ref, prompts: Sequen
 
     ``models`` maps a name to a folder or a ``(model, tokenizer)`` pair; ``ref`` is the reference
     (usually the SFT policy) in the same form. Returns ``(summary, samples)`` DataFrames.
-    ``judges`` (optional) maps a short name to further ``SentimentReward``-like scorers (e.g. the second
-    judge, ``{"judge2": second_judge_reward(preset)}``) that grade the *same* texts: each adds the summary
+    ``reward`` is the scorer every policy is graded by first (the rater, in the notebooks). ``judges`` (optional)
+    maps a short name to further ``SentimentReward``-like scorers (e.g. the auditor,
+    ``{"auditor": load_auditor(preset)}``) that grade the *same* texts: each adds the summary
     columns ``reward_<name>`` and ``positive_fraction_<name>`` and the sample columns ``reward_<name>`` and
     ``positive_<name>``.
     """
@@ -233,3 +235,19 @@ def evaluate_policies(models: Mapping[str, object], reward, ref, prompts: Sequen
                 sample[f"reward_{jname}"], sample[f"positive_{jname}"] = js[i], bool(jp[i])
             samples.append(sample)
     return pd.DataFrame(rows).set_index("model"), pd.DataFrame(samples)
+
+
+def with_intervals(summary: pd.DataFrame, columns: Sequence[str] | None = None, percent: Sequence[str] = ()) -> pd.DataFrame:
+    """A display copy of an :func:`evaluate_policies` summary: each column that has ``_lo``/``_hi`` companions
+    becomes ``"value [low, high]"`` (the 95 % interval); columns in ``percent`` (rates) are shown in percent.
+    Columns without an interval are rounded to 3 digits."""
+    columns = list(columns or [c for c in summary.columns if not c.endswith(("_lo", "_hi"))])
+    out = {}
+    for col in columns:
+        scale, digits = (100, 1) if col in percent else (1, 3)
+        if f"{col}_lo" in summary.columns:
+            out[col] = [f"{scale * v:.{digits}f} [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]"
+                        for v, lo, hi in zip(summary[col], summary[f"{col}_lo"], summary[f"{col}_hi"])]
+        else:
+            out[col] = [round(scale * v, digits) if isinstance(v, (int, float, np.floating)) else v for v in summary[col]]
+    return pd.DataFrame(out, index=summary.index)

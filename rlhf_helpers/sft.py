@@ -85,10 +85,23 @@ def model_loss_sft_trainer():
     class _ModelLossSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs = {**inputs, "use_cache": False}
+            unk = _unknown_word_id(self.processing_class)
+            if unk is not None and "labels" in inputs:
+                # the word-level writer is never taught to write <unk>: an unknown word is not a target
+                inputs["labels"] = inputs["labels"].masked_fill(inputs["labels"] == unk, -100)
+                num_items_in_batch = None  # count what is left
             return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
 
     return _ModelLossSFTTrainer
+
+
+def _unknown_word_id(tokenizer) -> int | None:
+    """The id of the word-level tokenizer's ``<unk>`` marker (tiny.UNK), or None for other tokenizers."""
+    from .tiny import UNK
+
+    vocab = tokenizer.get_vocab()
+    return vocab.get(UNK)
 
 
 def train_sft(preset: Preset | None = None, resume: bool = True) -> Path:
@@ -112,7 +125,8 @@ def train_sft(preset: Preset | None = None, resume: bool = True) -> Path:
         packing=s.packing, disable_tqdm=False, save_only_model=False,
         **trainer_defaults(preset, mixed_precision=True),
     )
-    trainer_class = SFTTrainer if device_name() == "cuda" else model_loss_sft_trainer()
+    word_level = _unknown_word_id(tokenizer) is not None  # its <unk> targets are masked (model_loss_sft_trainer)
+    trainer_class = SFTTrainer if device_name() == "cuda" and not word_level else model_loss_sft_trainer()
     trainer = trainer_class(model=model, args=args, train_dataset=train, processing_class=tokenizer)
     resume_from = last_checkpoint(ckpts) if resume else None
     print(f"[sft] precision: {precision_label(mixed_precision=True)}")

@@ -35,29 +35,41 @@ def test_quality_bars_met_and_not_met():
     metrics = {"sft": {"held_out_perplexity": 140.2, "train_seconds": 230.0},
                "classifier": {"test_accuracy": 0.84, "train_seconds": 170.0},
                "reward_model": {"heldout_pairwise_accuracy": 0.81}}
-    heldout = pd.DataFrame({"positive_fraction": [0.5, 0.92, 0.85, 0.80, 0.70], "kl": [0, 6.0, 8.0, 3.0, 9.0]},
-                           index=pd.Index(["sft", "ppo", "dpo", "grpo", "rloo"], name="model"))
+    heldout = pd.DataFrame({"positive_fraction": [0.40, 0.80, 0.75, 0.70, 0.70, 0.72],
+                            "kl": [0, 6.0, 7.9, 3.0, 9.0, 4.0],
+                            "distinct_2": [0.90, 0.80, 0.75, 0.85, 0.85, 0.60],
+                            "real_words": [0.975, 0.98, 0.97, 0.98, 0.98, 0.99],
+                            "gain_lo": [float("nan"), 35.0, 29.0, 24.0, 26.0, 27.0]},
+                           index=pd.Index(["sft", "ppo", "dpo", "grpo", "rloo", "dpo_x"], name="model"))
     bars = {b.what: b for b in quality_bars(metrics, heldout, total_seconds=1000)}
-    assert bars["SFT held-out perplexity"].met is True
-    assert bars["classifier IMDB test accuracy"].met is False
-    assert bars["PPO positive fraction at KL ≤ 8 nats"].met is True
-    assert bars["GRPO gain in positive fraction over SFT"].met is True
-    assert bars["RLOO gain in positive fraction over SFT"].met is False
+    assert bars["SFT held-out perplexity (per token)"].met is True
+    assert bars["SFT writer: real words (test answers)"].met is True
+    assert bars["rater (classifier) IMDB test accuracy"].met is False
+    assert bars["PPO on the reward-KL frontier"].met is True
+    assert bars["DPO (1 round) on the reward-KL frontier"].met is True      # KL 7.9 <= 8, 0.75 >= 0.72
+    assert bars["GRPO on the reward-KL frontier"].met is False              # the interval's low end is +24
+    assert bars["RLOO on the reward-KL frontier"].met is False              # KL 9 > 8
     assert bars["all notebooks (make run, without the install)"].met is False
-    assert bars["DPO positive fraction (after 1 round)"].met is True
     text = quality_bar_table(list(bars.values()))
     assert "**not met**" in text and "**met**" in text
 
 
+def test_diversity_below_the_share_of_sft_fails_the_frontier_bar():
+    heldout = pd.DataFrame({"positive_fraction": [0.4, 0.9], "kl": [0.0, 5.0], "distinct_2": [0.9, 0.70],
+                            "gain_lo": [float("nan"), 45.0]}, index=pd.Index(["sft", "ppo"], name="model"))
+    bar = next(b for b in quality_bars({}, heldout, None) if b.what.startswith("PPO"))
+    assert bar.met is False and "distinct-2 0.70" in bar.value  # 0.70 < 0.8 x 0.9
+
+
 def test_the_dpo_bar_reads_the_last_round():
     """Iterative DPO: the bar is the last round's policy, not round 1's (nor an earlier round's)."""
-    rows = {"sft": (0.24, 0.0), "dpo": (0.61, 5.6), "dpo_round2": (0.79, 9.0), "dpo_round3": (0.83, 11.2)}
+    rows = {"sft": (0.24, 0.0), "dpo": (0.61, 5.6), "dpo_round2": (0.79, 7.0), "dpo_round3": (0.83, 11.2)}
     heldout = pd.DataFrame({"positive_fraction": [v[0] for v in rows.values()], "kl": [v[1] for v in rows.values()]},
                            index=pd.Index(list(rows), name="model"))
     bar = next(b for b in quality_bars({}, heldout, None) if b.what.startswith("DPO"))
-    assert bar.what == "DPO positive fraction (after 3 rounds)" and bar.value == "83.0% at KL 11.2" and bar.met
+    assert bar.what == "DPO (3 rounds) on the reward-KL frontier" and "KL 11.2" in bar.value and bar.met is False
     bar = next(b for b in quality_bars({}, heldout.drop(index="dpo_round3"), None) if b.what.startswith("DPO"))
-    assert bar.value == "79.0% at KL 9.0" and bar.met is False
+    assert "KL 7.0" in bar.value and bar.met is True
 
 
 def test_quality_bars_without_anything_built():
