@@ -145,7 +145,7 @@ def word_boundary_cut(text: str, token_ids: Sequence[int], k: int, tokenizer, mi
     folded = text.lower()  # a lower-casing (word-level) tokenizer decodes "This" as "this"
 
     def ends_word(j: int) -> bool:
-        prefix = tokenizer.decode(token_ids[:j]).lower()
+        prefix = tokenizer.decode(token_ids[:j]).lower().lstrip()  # the word-level tokenizer adds a leading space
         if not prefix.strip() or not folded.startswith(prefix) or prefix[-1].isspace():
             return False
         return len(prefix) == len(text) or text[len(prefix)].isspace()
@@ -191,7 +191,7 @@ def make_prompts(
         tokens = tokenizer(head)["input_ids"]
         tokens = tokens[: word_boundary_cut(head, tokens, int(k), tokenizer, min_tokens)]
         ids.append(tokens)
-        prompts.append(tokenizer.decode(tokens))
+        prompts.append(tokenizer.decode(tokens).lstrip())  # (re-tokenized, the word-level prompt gets it back)
     return Dataset.from_dict({"prompt": prompts, "input_ids": ids, "label": long_reviews["label"]})
 
 

@@ -45,13 +45,17 @@ def train_word_tokenizer(texts: Iterable[str], vocab_size: int = 16384) -> PreTr
     """A word-level tokenizer: lower-cased words, each punctuation mark and each digit is one token.
 
     Spaces are kept as a leading ``\u2581`` on the word after them (SentencePiece's convention), so decoding
-    gives back the text's spacing. Words outside the vocabulary become :data:`UNK`, shown as ``<unk>``.
+    gives back the text's spacing (a decoded text starts with a space: every text is given one, so that its first
+    word is the same token as anywhere else). Words outside the vocabulary become :data:`UNK`, shown as ``<unk>``;
+    SFT never uses ``<unk>`` as a target (sft.py), so the writer itself almost never writes it.
     """
     from collections import Counter
 
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-    normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    # every text starts with a space (Prepend), so a review's first word is the same token as the word anywhere
+    # else ("\u2581great"), not a rarer no-space variant that the vocabulary would have to hold twice
+    normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase(), normalizers.Prepend("\u2581")])
     pre = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never"),
                                    pre_tokenizers.Punctuation(behavior="isolated"),
                                    pre_tokenizers.Digits(individual_digits=True)])
