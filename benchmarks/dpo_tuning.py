@@ -41,7 +41,7 @@ def main(argv=None) -> None:
     ap.add_argument("--n-prompts", type=int, default=None, help="build new pairs from this many prompts")
     ap.add_argument("--samples-per-prompt", type=int, default=None, help="build new pairs: best vs worst of k")
     ap.add_argument("--chosen-min-score", type=float, default=None,
-                    help="keep only pairs whose chosen response the judge scores at least this (POSITIVE logit)")
+                    help="keep only pairs whose chosen response the rater scores at least this (POSITIVE logit)")
     ap.add_argument("--table-only", action="store_true", help="print the table of earlier runs and stop")
     a = ap.parse_args(argv)
     from rlhf_helpers.data import forbid_test_set

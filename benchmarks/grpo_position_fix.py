@@ -4,7 +4,7 @@ dropout, one precision), on the same seeds.
 Run once with the old package and once with the new one, each with its own artifacts home that holds the same
 tokenizer, SFT policy and classifier; each run builds GRPO and RLOO there (or reuses them) and evaluates SFT,
 GRPO and RLOO on the test prompts under the rater (the IMDB classifier) and the auditor (the Rotten-Tomatoes
-judge). One JSON row per policy is appended to ``benchmarks/results/grpo_position_fix.jsonl``.
+bag of words). One JSON row per policy is appended to ``benchmarks/results/grpo_position_fix.jsonl``.
 
     # the old code, from a checkout of the commit before the fix:
     cd /tmp/before && RLHF_HOME=/tmp/before_home PYTHONPATH=/tmp/before \\

@@ -1,4 +1,4 @@
-"""The auditor: a bag-of-words sentiment judge trained on Rotten Tomatoes snippets (notebook 05, section 4.1).
+"""The auditor: a bag-of-words sentiment model trained on Rotten Tomatoes snippets (notebook 05, section 4.1).
 
 Every policy in the series is trained against the rater (:mod:`rlhf_helpers.rater`) and scored by it, so a gain
 could be the writer learning the rater's blind spots. The auditor shares nothing with the rater: other data

@@ -1,9 +1,10 @@
 """Step 5: the trained models as a guarded assistant (the article's business case).
 
 Model-1 (the *writer*, the SFT policy) drafts an answer, Model-2 (the *improver*, an RLHF-tuned policy)
-writes its own, and Model-3 (the *judge*, the reward model) scores both, keeps the best and writes the
-decision to a :class:`QualityLog`, so the quality of both models can be tracked and they can be retrained.
-The same judge also powers best-of-n sampling, the simplest way to spend a reward model.
+writes its own, and Model-3 (the *judge*, played by the reward model) scores both, keeps the best and writes
+the decision to a :class:`QualityLog`, so the quality of both models can be tracked and they can be retrained.
+The same judge also powers best-of-n sampling, the simplest way to spend a reward model. The rater grades what
+the judge picked (it never picks), and the auditor grades it again (:mod:`rlhf_helpers.auditor`).
 """
 from __future__ import annotations
 
@@ -58,10 +59,11 @@ def artifact_label(folder: str | Path) -> str:
 
 
 class Judge:
-    """Model-3: scores prompt + candidate with a reward model (or the sentiment reward) and picks the best.
+    """Model-3, the judge of the loop: scores prompt + candidate and picks the best. In notebook 06 the reward
+    model plays it; the rater can too (``kind="rater"``), for a judge that agrees with the grader by design.
 
     ``scorer`` is a reward-model folder, a ``(model, tokenizer)`` pair of a one-output classifier, a
-    ``SentimentReward``, or any function mapping a list of texts to a list of numbers.
+    ``SentimentReward`` (the rater), or any function mapping a list of texts to a list of numbers.
     """
 
     def __init__(self, scorer, name: str | None = None, max_length: int = 64, batch_size: int = 64,
@@ -74,7 +76,7 @@ class Judge:
             self.name = name or artifact_label(scorer)
             scorer = load_reward_model(scorer)
         if isinstance(scorer, SentimentReward):
-            self.name = name or "sentiment"
+            self.name = name or "rater"
             self._fn = lambda texts: scorer(texts).tolist()
         elif isinstance(scorer, tuple) and len(scorer) == 2:
             model, tok = scorer
@@ -88,11 +90,12 @@ class Judge:
             self._fn = lambda texts: list(scorer(texts))
         else:
             raise TypeError(f"cannot judge with a {type(scorer).__name__}: pass a reward-model folder, "
-                            "a (model, tokenizer) pair, a SentimentReward or a function texts -> scores")
+                            "a (model, tokenizer) pair, a SentimentReward (the rater) or a function texts -> scores")
 
     @classmethod
     def from_preset(cls, preset: Preset | None = None, kind: str = "reward_model", device=None) -> "Judge":
-        """The preset's trained reward model (``kind="reward_model"``) or its sentiment reward (``"sentiment"``)."""
+        """The preset's reward model (``kind="reward_model"``) or its rater (``kind="rater"``; ``"sentiment"``, the
+        old name, still works) as the judge."""
         from .rater import sentiment_reward
         from .reward_model import ensure_reward_model
 
@@ -100,9 +103,9 @@ class Judge:
         if kind == "reward_model":
             return cls(ensure_reward_model(preset), name="reward_model", max_length=preset.reward_model.max_length,
                        device=device)
-        if kind == "sentiment":
-            return cls(sentiment_reward(preset), name="sentiment")
-        raise ValueError(f"kind must be 'reward_model' or 'sentiment', got {kind!r}")
+        if kind in ("rater", "sentiment"):
+            return cls(sentiment_reward(preset), name="rater")
+        raise ValueError(f"kind must be 'reward_model' or 'rater', got {kind!r}")
 
     def score_texts(self, texts: Sequence[str]) -> list[float]:
         """The judge's score of each full text (prompt + answer); raises on NaN/inf."""
@@ -182,15 +185,17 @@ def best_of_n_kl(n: int | np.ndarray) -> float | np.ndarray:
     return float(kl) if kl.ndim == 0 else kl
 
 
-def best_of_n_curve(judge_scores, true_scores, ns: Sequence[int]) -> pd.DataFrame:
+def best_of_n_curve(judge_scores, grader_scores, ns: Sequence[int]) -> pd.DataFrame:
     """Best-of-n for several n from one draw of ``max(ns)`` candidates: for each n the judge's favourite of
     the first n (exactly best-of-n, since ``best_of_n`` draws candidate j with seed ``seed + j``).
 
-    ``judge_scores`` and ``true_scores`` are (prompts x candidates) arrays. Returns one row per n with the
-    judge's score of its pick, the true reward of that pick, the true reward of the truly best of the
-    first n (``oracle``: a perfect judge) and the KL bound ``best_of_n_kl(n)``.
+    ``judge_scores`` (the judge that picks: the reward model in notebook 06) and ``grader_scores`` (the model
+    that grades the picks: the rater, or the auditor) are (prompts x candidates) arrays. Returns one row per n
+    with the judge's score of its pick (``judge_score``), the grader's score of that pick (``reward``), the
+    grader's score of its own favourite among the first n (``best_possible``: what a judge that agreed with the
+    grader would get) and the KL bound ``best_of_n_kl(n)``.
     """
-    j, t = np.asarray(judge_scores, dtype=float), np.asarray(true_scores, dtype=float)
+    j, t = np.asarray(judge_scores, dtype=float), np.asarray(grader_scores, dtype=float)
     if j.shape != t.shape or j.ndim != 2:
         raise ValueError(f"need two (prompts x candidates) arrays of one shape, got {j.shape} and {t.shape}")
     rows = []
@@ -199,7 +204,7 @@ def best_of_n_curve(judge_scores, true_scores, ns: Sequence[int]) -> pd.DataFram
             raise ValueError(f"n={n} but only {j.shape[1]} candidates per prompt were drawn")
         pick = j[:, :n].argmax(1)
         rows.append({"n": int(n), "judge_score": j[:, :n].max(1).mean(),
-                     "reward": t[np.arange(len(t)), pick].mean(), "oracle": t[:, :n].max(1).mean(),
+                     "reward": t[np.arange(len(t)), pick].mean(), "best_possible": t[:, :n].max(1).mean(),
                      "kl": best_of_n_kl(n)})
     return pd.DataFrame(rows)
 
@@ -289,8 +294,8 @@ class Assistant:
 
 
 def results_frame(results: Sequence[AssistantResult], reward=None) -> pd.DataFrame:
-    """One row per answered prompt; with ``reward`` (the sentiment reward) also the *true* reward of both
-    answers and whether the judge picked the truly better one."""
+    """One row per answered prompt; with ``reward`` (the rater) also the rater's reward of both answers and
+    whether the judge (the reward model) picked the one the rater prefers."""
     rows = [{"prompt": r.prompt, "writer": r.candidates[0].text, "improver": r.candidates[1].text,
              "writer_score": r.candidates[0].score, "improver_score": r.candidates[1].score, "winner": r.winner}
             for r in results]
@@ -298,15 +303,15 @@ def results_frame(results: Sequence[AssistantResult], reward=None) -> pd.DataFra
     if reward is not None and len(frame):
         for who in (WRITER, IMPROVER):
             frame[f"{who}_reward"] = reward([p + t for p, t in zip(frame["prompt"], frame[who])]).tolist()
-        truly_better = np.where(frame["improver_reward"] > frame["writer_reward"], IMPROVER, WRITER)
-        frame["judge_agrees"] = frame["winner"] == truly_better
+        rater_prefers = np.where(frame["improver_reward"] > frame["writer_reward"], IMPROVER, WRITER)
+        frame["judge_agrees"] = frame["winner"] == rater_prefers
     return frame
 
 
 def compare_answers(prompt: str, policies: Mapping[str, object], judge: Judge, reward, min_len: int, max_len: int,
                     seed: int = 0, best_of: tuple[str, int] | None = None) -> pd.DataFrame:
     """Every policy's answer to one prompt (same seed and length for all), with the judge's score and the
-    true (sentiment) reward; ``best_of=(name, n)`` adds best-of-n from that policy."""
+    rater's reward (``reward``: the rater); ``best_of=(name, n)`` adds best-of-n from that policy."""
     _check_prompt(prompt)
     length = LengthSampler(min_len, max_len, seed=seed)()
     rows = []
@@ -319,7 +324,7 @@ def compare_answers(prompt: str, policies: Mapping[str, object], judge: Judge, r
         rows.append({"method": f"best-of-{n} ({name})", "answer": bon.text})
     frame = pd.DataFrame(rows)
     frame["judge score"] = judge.score(prompt, list(frame["answer"]))
-    frame["true reward"] = reward([prompt + a for a in frame["answer"]]).tolist()
+    frame["rater's reward"] = reward([prompt + a for a in frame["answer"]]).tolist()
     return frame.round(3)
 
 
@@ -352,8 +357,9 @@ def frontier_policies(preset: Preset | None = None, dpo_betas: Sequence[float] =
 
 def frontier_points(summary: pd.DataFrame, curve: pd.DataFrame | None = None, reward: str = "reward") -> pd.DataFrame:
     """``method``/``point``/``kl``/``reward`` rows for ``plot_reward_vs_kl``: the policies evaluated by
-    ``evaluate_policies`` (names ``"<method> <point>"``, their ``reward`` column: e.g. ``"reward_judge2"`` for
-    the second judge) plus the best-of-n curve (at its KL bound; its ``reward`` graded by the same judge)."""
+    ``evaluate_policies`` (names ``"<method> <point>"``, their ``reward`` column: the rater's, or e.g.
+    ``"reward_auditor"`` for the auditor) plus the best-of-n curve (at its KL bound; its ``reward`` graded by the
+    same model)."""
     rows = [{"method": name.split(" ", 1)[0], "point": name.split(" ", 1)[1] if " " in name else "",
              "kl": r["kl"], "reward": r[reward]} for name, r in summary.iterrows()]
     if curve is not None:
@@ -374,20 +380,23 @@ def dominated_by(points: pd.DataFrame, baseline: str = "best-of-n") -> pd.DataFr
     return pd.DataFrame(rows).set_index("policy")
 
 
-def judge_gap(summary: pd.DataFrame, judge: str = "judge2", baseline: str = "SFT",
-              names: tuple[str, str] = ("IMDB judge", "RT judge")) -> pd.DataFrame:
-    """Each policy's positive fraction under the judge it was trained against (``positive_fraction``) and under
-    an independent one (``positive_fraction_<judge>``), the gain of each over ``baseline`` in percentage points,
-    and ``kept``: the share of the first gain that the independent judge confirms (NaN without a first gain)."""
-    col = f"positive_fraction_{judge}"
+def auditor_gap(summary: pd.DataFrame, auditor: str = "auditor", baseline: str = "SFT",
+                names: tuple[str, str] = ("rater", "auditor")) -> pd.DataFrame:
+    """Each policy's positive fraction under the rater it was trained against (``positive_fraction``) and under
+    the auditor (``positive_fraction_<auditor>``), the gain of each over ``baseline`` in percentage points, and
+    ``kept``: the share of the rater's gain that the auditor confirms (NaN without a gain under the rater)."""
+    col = f"positive_fraction_{auditor}"
     if col not in summary:
-        raise KeyError(f"{col!r} is not in the summary: pass judges={{{judge!r}: ...}} to evaluate_policies")
+        raise KeyError(f"{col!r} is not in the summary: pass judges={{{auditor!r}: ...}} to evaluate_policies")
     first, second = 100 * summary["positive_fraction"], 100 * summary[col]
     gain1, gain2 = first - first[baseline], second - second[baseline]
     kept = (gain2 / gain1).where(gain1 > 0)
     return pd.DataFrame({f"% positive, {names[0]}": first, f"% positive, {names[1]}": second,
                          f"gain, {names[0]}": gain1, f"gain, {names[1]}": gain2, "kept": kept,
                          "kl": summary["kl"]})
+
+
+judge_gap = auditor_gap  # the old name
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,7 +38,8 @@ def plot_curves(log_history: Iterable[Mapping], keys: Sequence[str] = ("loss",),
     return _finish(axes, title)
 
 
-def plot_reward_hist(groups: Mapping[str, Sequence[float]], title: str = "reward (POSITIVE logit)", bins: int = 30,
+def plot_reward_hist(groups: Mapping[str, Sequence[float]], title: str = "the rater's reward (log-odds of POSITIVE)",
+                     bins: int = 30,
                      ax=None):
     """Overlaid histograms of rewards, one per named group (e.g. before/after)."""
     ax = ax if ax is not None else plt.subplots(figsize=(6, 3.2))[1]
@@ -68,7 +69,7 @@ def plot_reward_vs_kl(points: pd.DataFrame, x: str = "kl", y: str = "reward", la
                 ax.annotate(str(row[annotate]), (row[x], row[y]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")
     ax.set_xlabel("KL to the SFT reference (nats per response)")
-    ax.set_ylabel("held-out reward (POSITIVE logit)")
+    ax.set_ylabel("held-out reward from the rater (log-odds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.figure.tight_layout()
@@ -153,9 +154,9 @@ def plot_sweep(table: pd.DataFrame, x: str, metrics: Sequence[str], logx: bool =
 # 06_guardrail: the quality log over time and best-of-n
 # --------------------------------------------------------------------------------------------
 def plot_quality_log(log: pd.DataFrame, window: int = 20, version: str = "version_release", winner: str = "improver",
-                     axes=None):
-    """The guardrail's log over time: rolling win rate of ``winner`` and rolling judge score per model,
-    with every change of ``version`` (a new release) marked by a dashed line."""
+                     axes=None, judge: str = "reward model"):
+    """The guardrail's log over time: rolling win rate of ``winner`` and rolling score from the judge (played by
+    ``judge``) per model, with every change of ``version`` (a new release) marked by a dashed line."""
     import json
 
     frame = log.reset_index(drop=True)
@@ -172,7 +173,7 @@ def plot_quality_log(log: pd.DataFrame, window: int = 20, version: str = "versio
         axes[1].plot(x, per_model[col].rolling(window, min_periods=1).mean(), label=f"{col}")
     axes[1].plot(x, frame["winner_score"].rolling(window, min_periods=1).mean(), color="k", lw=2,
                  label="chosen answer")
-    axes[1].set_ylabel(f"judge score (rolling {window})")
+    axes[1].set_ylabel(f"judge's score: {judge} (rolling {window})")
     if version in frame:
         starts = np.flatnonzero(frame[version].ne(frame[version].shift()).to_numpy())
         for a in axes:
@@ -191,15 +192,16 @@ def plot_quality_log(log: pd.DataFrame, window: int = 20, version: str = "versio
     return axes
 
 
-def plot_best_of_n(curve: pd.DataFrame, axes=None):
-    """Best-of-n as n grows: the judge's score of its pick (left) and the true reward of the pick next to a
-    perfect judge's (right); n on a log scale."""
+def plot_best_of_n(curve: pd.DataFrame, axes=None, judge: str = "reward model", grader: str = "rater"):
+    """Best-of-n as n grows (``best_of_n_curve``): the judge's score of its pick (left), and the grader's score of
+    that pick next to the grader's own favourite among the same n (right); n on a log scale."""
     axes = axes if axes is not None else plt.subplots(1, 2, figsize=(10, 3.2))[1]
-    axes[0].plot(curve["n"], curve["judge_score"], marker="o", color="C2", label="judge's score of its pick")
-    axes[1].plot(curve["n"], curve["reward"], marker="o", color="C0", label="judge picks")
-    axes[1].plot(curve["n"], curve["oracle"], marker="o", ls="--", color="C3", label="perfect judge (oracle)")
-    axes[0].set_ylabel("reward-model score")
-    axes[1].set_ylabel("true reward (POSITIVE logit)")
+    axes[0].plot(curve["n"], curve["judge_score"], marker="o", color="C2", label=f"{judge}'s score of its pick")
+    axes[1].plot(curve["n"], curve["reward"], marker="o", color="C0", label=f"the {judge}'s pick")
+    axes[1].plot(curve["n"], curve["best_possible"], marker="o", ls="--", color="C3",
+                 label=f"the {grader}'s own pick (best possible)")
+    axes[0].set_ylabel(f"{judge} score")
+    axes[1].set_ylabel(f"{grader}'s score of the pick")
     for a in axes:
         a.set_xscale("log", base=2)
         a.set_xticks(list(curve["n"]), [str(n) for n in curve["n"]])

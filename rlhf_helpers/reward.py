@@ -4,7 +4,7 @@ re-exports their public names so that ``from rlhf_helpers.reward import ...`` ke
 * :mod:`rlhf_helpers.rater`: the rater, the IMDB sentiment classifier (synthetic human feedback);
 * :mod:`rlhf_helpers.pairs`: comparison pairs ranked by the rater;
 * :mod:`rlhf_helpers.reward_model`: the reward model learned from those pairs;
-* :mod:`rlhf_helpers.auditor`: the auditor, the Rotten-Tomatoes bag-of-words judge that only grades.
+* :mod:`rlhf_helpers.auditor`: the auditor, the Rotten-Tomatoes bag-of-words model that only grades.
 
 New code imports from those modules.
 """

@@ -1,4 +1,5 @@
-"""Writer -> improver -> judge: the judge's pick, best-of-n, and a quality log that survives concurrency and crashes."""
+"""Writer -> improver -> judge (the reward model in notebook 06, or any scorer): the judge's pick, best-of-n, and a
+quality log that survives concurrency and crashes."""
 import json
 import math
 import multiprocessing as mp
@@ -96,10 +97,10 @@ def test_best_of_n_kl_and_curve():
     assert best_of_n_kl(1) == 0.0
     assert math.isclose(best_of_n_kl(2), math.log(2) - 0.5)
     judge = np.array([[0.0, 2.0, 1.0, 5.0], [3.0, 1.0, 0.0, 0.0]])
-    true = np.array([[1.0, 0.0, 4.0, 2.0], [0.0, 2.0, 9.0, 0.0]])
-    curve = best_of_n_curve(judge, true, [1, 2, 4]).set_index("n")
+    grader = np.array([[1.0, 0.0, 4.0, 2.0], [0.0, 2.0, 9.0, 0.0]])
+    curve = best_of_n_curve(judge, grader, [1, 2, 4]).set_index("n")
     assert curve.loc[1, "reward"] == 0.5 and curve.loc[2, "reward"] == 0.0  # picks 0.0 (p1) and 0.0 (p2)
-    assert curve.loc[4, "reward"] == 1.0 and curve.loc[4, "oracle"] == 6.5
+    assert curve.loc[4, "reward"] == 1.0 and curve.loc[4, "best_possible"] == 6.5
     assert curve.loc[4, "judge_score"] == 4.0
 
 
@@ -222,8 +223,8 @@ def test_results_frame_and_compare_answers(stand_in_policy):
     bot = Assistant(stand_in_policy, stand_in_policy, Judge(count_good), min_len=3, max_len=6)
     frame = results_frame(bot.respond_many(PROMPTS), fake_reward)
     assert len(frame) == 3 and {"writer_reward", "improver_reward", "judge_agrees"} <= set(frame.columns)
-    truly_better = np.where(frame["improver_reward"] > frame["writer_reward"], "improver", "writer")
-    assert (frame["judge_agrees"] == (frame["winner"] == truly_better)).all()
+    rater_prefers = np.where(frame["improver_reward"] > frame["writer_reward"], "improver", "writer")
+    assert (frame["judge_agrees"] == (frame["winner"] == rater_prefers)).all()
     table = compare_answers("The acting", {"a": stand_in_policy, "b": stand_in_policy}, Judge(count_good),
                             fake_reward, 3, 6, seed=2, best_of=("a", 3))
     assert table["method"].tolist() == ["a", "b", "best-of-3 (a)"]
