@@ -1,4 +1,4 @@
-"""Train the tiny sentiment classifier with one setting and report IMDB test accuracy and time.
+"""Train the tiny sentiment classifier with one setting and report IMDB validation accuracy and time.
 
 Starts from an existing tiny SFT policy (copied with its tokenizer from ``--from-home``), so every row reads
 the same body. One line of JSON per run is appended to ``--log``::
@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--log", default=str(Path(__file__).parent / "results" / "classifier_trials.jsonl"))
     ap.add_argument("--note", default="")
     a = ap.parse_args(argv)
+    from rlhf_helpers.data import forbid_test_set
+
+    forbid_test_set()  # chosen on validation reviews: the test split stays unread
 
     from rlhf_helpers.config import TINY, ClassifierSettings, artifacts_home
 

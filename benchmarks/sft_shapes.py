@@ -1,4 +1,4 @@
-"""Train the tiny SFT policy with one model shape / schedule and report held-out perplexity and time.
+"""Train the tiny SFT policy with one model shape / schedule and report validation perplexity and time.
 
 Same tokenizer, same held-out reviews (the first ``eval_reviews`` of the test split), same perplexity
 function (first 64 tokens) for every run, so rows are comparable. One line of JSON per run is appended
@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--log", default=str(Path(__file__).parent / "results" / "sft_shapes.jsonl"))
     ap.add_argument("--note", default="")
     a = ap.parse_args(argv)
+    from rlhf_helpers.data import forbid_test_set
+
+    forbid_test_set()  # chosen on validation reviews: the test split stays unread
 
     from rlhf_helpers.config import SFTSettings, TINY, ModelSizes, artifacts_home
 
