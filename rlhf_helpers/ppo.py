@@ -34,8 +34,10 @@ from .generation import generate_responses, left_pad
 class PPOConfig:
     """Every knob of classic PPO for language models.
 
-    Defaults are those of TRL 0.11's ``PPOConfig`` (itself modelled on Ziegler et al., 2019) where one
-    exists. Where this implementation differs from TRL 0.11 and from OpenAI's lm-human-preferences:
+    The PPO constants follow classic TRL's ``PPOConfig`` (TRL <= 0.11, itself modelled on Ziegler et al.,
+    2019): clip 0.2, value clip 0.2, value weight 0.1, gamma 1, lambda 0.95, KL 0.2 adapted toward 6 nats over a
+    horizon of 10,000, 4 epochs. Where this implementation differs from classic TRL and from OpenAI's
+    lm-human-preferences (the preset's tuned settings, ``config.PPOSettings``, differ again and say why):
 
     * **Sampling** (both differ): responses are drawn from the plain softmax at ``temperature`` with EOS
       allowed and scored with the *same* temperature; no ``min_length``/top-k/top-p ever (see
@@ -50,8 +52,16 @@ class PPOConfig:
       TRL: no).
     * **Value head**: a linear layer on the last hidden state sharing the policy's body (as TRL), started
       at zero (as lm-h-p; TRL starts it random).
-    * **Dropout off** in the policy (TRL keeps the model's dropout; lm-h-p has none), so the first ratio
-      of every batch is exactly 1.
+    * **Dropout off** in the policy and the reference (lm-h-p has none), so the first ratio of every batch
+      is exactly 1. Classic TRL's ``batched_forward_pass`` called ``model.eval()``, so it *scored* without
+      dropout, while after ``train_minibatch``'s ``model.train()`` it *sampled* the next rollouts with dropout
+      on: one more way of sampling from one distribution and scoring under another.
+    * **Adam's epsilon** 1e-5 (as lm-h-p and CleanRL), where classic TRL built ``Adam`` with torch's default
+      1e-8.
+    * **No ratio threshold**: classic TRL skipped a minibatch whose mean ratio exceeded ``ratio_threshold``
+      (10); here clipping alone bounds the update, and the step statistics (clipfrac, approx_kl) show it.
+    * **Batch sizes**: 64 rollouts per step in minibatches of 16 by default (classic TRL's defaults were larger
+      batches, 256 with minibatches of 1 in its ``ppo_config.py``; the preset overrides both anyway).
     * **KL**: the per-token penalty is the sampled log-ratio (k1, as both); ``approx_kl`` is
       ``mean(0.5 * log_ratio**2)`` (as TRL 0.11). The adaptive controller is Ziegler et al.'s (as both).
     """

@@ -61,7 +61,7 @@ def test_reward_function_scores_positive_above_negative(trained_reward):
 
 
 def test_reward_function_reads_positive_label_by_name(stand_in_tokenizer):
-    """Whatever the label order, the wrapper returns the POSITIVE logit (TRL on the bare model reads index 0)."""
+    """Whatever the label order, the wrapper returns the log-odds of POSITIVE (TRL on the bare model reads index 0)."""
     texts = POSITIVE_TEXTS + NEGATIVE_TEXTS
     enc = stand_in_tokenizer(texts, return_tensors="pt", padding=True)
     for id2label, pos in (({0: "NEGATIVE", 1: "POSITIVE"}, 1), ({0: "POSITIVE", 1: "NEGATIVE"}, 0)):
@@ -69,8 +69,9 @@ def test_reward_function_reads_positive_label_by_name(stand_in_tokenizer):
         with torch.no_grad():
             logits = model(**enc).logits
         got = sentiment_reward_func(SentimentReward(model, stand_in_tokenizer, device="cpu"))([""] * 4, texts)
-        assert np.allclose(got, logits[:, pos].numpy(), atol=1e-4)
-        assert not np.allclose(got, logits[:, 1 - pos].numpy(), atol=1e-4)
+        log_odds = (logits[:, pos] - logits[:, 1 - pos]).numpy()
+        assert np.allclose(got, log_odds, atol=1e-4)
+        assert not np.allclose(got, -log_odds, atol=1e-4)
 
 
 def test_reward_function_scores_prompt_plus_completion(trained_reward):
