@@ -210,3 +210,70 @@ def plot_best_of_n(curve: pd.DataFrame, axes=None, judge: str = "reward model", 
         a.legend(fontsize=8)
     axes[0].figure.tight_layout()
     return axes
+
+
+# --------------------------------------------------------------------------------------------
+# 00_setup_and_tour: who learns from what, and who grades what
+# --------------------------------------------------------------------------------------------
+ROLE_COLOURS = {"rater": "#cfe2f3", "reward model": "#fce5cd", "auditor": "#d9ead3"}
+
+
+def plot_model_roles(ax=None):
+    """The series' models as a small diagram: solid arrows "learns from" (data or a model teaching a model, or
+    a model training a policy), dashed arrows "grades". Returns the figure.
+
+    The three models that score text, one name each everywhere: **the rater** (the IMDB classifier: the reward
+    PPO, GRPO and RLOO train against, and the ranker of DPO's pairs), **the reward model** (learned from the
+    rater's comparisons: best-of-n in 06, PPO against the reward model) and **the auditor** (Rotten Tomatoes:
+    never trained against, never used to choose anything, it only grades the test set)."""
+    from matplotlib.lines import Line2D
+
+    ax = ax if ax is not None else plt.subplots(figsize=(11, 5.4))[1]
+    ax.set_xlim(0, 11)
+    ax.set_ylim(0, 6.2)
+    ax.axis("off")
+
+    def box(x, y, text, colour="white", bold=False):
+        return ax.text(x, y, text, ha="center", va="center", fontsize=9, fontweight="bold" if bold else "normal",
+                       bbox=dict(boxstyle="round,pad=0.45", facecolor=colour, edgecolor="0.35", linewidth=1))
+
+    def arrow(a, b, label="", grades=False, offset=(0.0, 0.2)):
+        """From box ``a`` to box ``b`` (centre to centre, clipped at the boxes), its label beside the middle."""
+        ax.annotate("", xy=(0.5, 0.5), xytext=(0.5, 0.5), xycoords=b, textcoords=a, annotation_clip=False,
+                    arrowprops=dict(arrowstyle="-|>", color="0.2", lw=1.3, ls="--" if grades else "-",
+                                    shrinkA=2, shrinkB=2, patchA=a.get_bbox_patch(), patchB=b.get_bbox_patch()))
+        if label:
+            (xa, ya), (xb, yb) = a.get_position(), b.get_position()
+            ax.text((xa + xb) / 2 + offset[0], (ya + yb) / 2 + offset[1], label, ha="center", va="center",
+                    fontsize=8, style="italic", color="0.25")
+
+    ax.text(1.2, 6.0, "data", ha="center", fontsize=9, color="0.4")
+    ax.text(4.6, 6.0, "models", ha="center", fontsize=9, color="0.4")
+    ax.text(8.9, 6.0, "what each model is used for", ha="center", fontsize=9, color="0.4")
+    reviews = box(1.2, 5.1, "IMDB reviews\n(the text)", "0.93")
+    labels = box(1.2, 3.5, "IMDB labels\n(positive / negative)", "0.93")
+    snippets = box(1.2, 0.8, "Rotten Tomatoes\nsnippets + labels", "0.93")
+    writer = box(4.6, 5.1, "the SFT writer\n(the policy, 01)")
+    rater = box(4.6, 3.5, "the rater\nIMDB classifier (02)", ROLE_COLOURS["rater"], bold=True)
+    reward_model = box(4.6, 2.05, "the reward model\n(02)", ROLE_COLOURS["reward model"], bold=True)
+    auditor = box(4.6, 0.8, "the auditor\nbag of words (05)", ROLE_COLOURS["auditor"], bold=True)
+    online = box(8.9, 4.75, "PPO, GRPO, RLOO\ntrain against it (03, 05)")
+    dpo = box(8.9, 3.5, "DPO's pairs\nranked by it (04)")
+    uses_rm = box(8.9, 2.05, "best-of-n picks with it (06);\nPPO against the reward model")
+    test = box(8.9, 0.8, "the test set:\nevery policy's answers")
+
+    arrow(reviews, writer, "learns from")
+    arrow(labels, rater, "learns from")
+    arrow(snippets, auditor, "learns from")
+    arrow(rater, reward_model, "its comparisons", offset=(0.75, 0.0))
+    arrow(rater, online, "reward", offset=(0.0, 0.28))
+    arrow(rater, dpo, "ranks")
+    arrow(reward_model, uses_rm, "reward")
+    arrow(auditor, test, "grades only", grades=True)
+    ax.legend(handles=[Line2D([], [], color="0.2", lw=1.3, label="learns from / trains"),
+                       Line2D([], [], color="0.2", lw=1.3, ls="--", label="grades (never trained against)")],
+              loc="lower center", bbox_to_anchor=(0.5, -0.06), ncol=2, fontsize=8, frameon=False)
+    ax.set_title("Who learns from what, and who grades what: the rater, the reward model and the auditor",
+                 fontsize=10)
+    ax.figure.tight_layout()
+    return ax.figure
