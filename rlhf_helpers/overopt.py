@@ -35,13 +35,13 @@ class RewardModelScorer:
     label = "score"
 
     def __init__(self, folder: str | Path, max_length: int = 64, batch_size: int = 64):
-        from .reward import load_reward_model
+        from .reward_model import load_reward_model
 
         self.model, self.tokenizer = load_reward_model(folder)
         self.max_length, self.batch_size = max_length, batch_size
 
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
-        from .reward import reward_model_scores
+        from .reward_model import reward_model_scores
 
         with torch.no_grad():
             return reward_model_scores(self.model, self.tokenizer, list(texts), self.max_length, self.batch_size)
@@ -51,7 +51,7 @@ class RewardModelScorer:
 
 
 def reward_model_scorer(preset: Preset | None = None) -> RewardModelScorer:
-    from .reward import ensure_reward_model
+    from .reward_model import ensure_reward_model
 
     preset = preset or get_preset()
     return RewardModelScorer(ensure_reward_model(preset), max_length=preset.reward_model.max_length)
@@ -85,7 +85,7 @@ def ensure_ppo_beta0(preset: Preset | None = None, force: bool = False) -> Path:
     steps: the reward hacking that the KL penalty prevents, prebuilt so notebooks 03 and 05 can show it."""
     from .models import ensure
     from .ppo import ppo_config_for
-    from .reward import sentiment_reward
+    from .rater import sentiment_reward
 
     preset = preset or get_preset()
     o = preset.overopt
@@ -126,7 +126,8 @@ def overoptimisation_table(preset: Preset | None = None, n_prompts: int | None =
     the auditor: ``(summary, samples)``; the summary has one row per step with 95 % intervals and √KL."""
     from .evaluate import evaluate_policies, heldout_prompts
     from .models import load_tokenizer
-    from .reward import second_judge_reward, sentiment_reward
+    from .auditor import load_auditor
+    from .rater import sentiment_reward
     from .sft import ensure_sft
 
     preset = preset or get_preset()
@@ -136,7 +137,7 @@ def overoptimisation_table(preset: Preset | None = None, n_prompts: int | None =
     summary, samples = evaluate_policies({f"step {k}": f for k, f in folders.items()}, reward_model_scorer(preset),
                                          sft, prompts, preset.ppo.min_len, preset.ppo.max_len, seed=preset.seed,
                                          judges={"rater": sentiment_reward(preset),
-                                                 "auditor": second_judge_reward(preset)}, preset=preset)
+                                                 "auditor": load_auditor(preset)}, preset=preset)
     summary = summary.rename(columns={"reward": "proxy", "reward_lo": "proxy_lo", "reward_hi": "proxy_hi"})
     summary.insert(0, "step", list(folders))
     summary["sqrt_kl"] = np.sqrt(summary["kl"].clip(lower=0))
