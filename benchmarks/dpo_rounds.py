@@ -39,6 +39,9 @@ def main(argv=None) -> None:
     ap.add_argument("--n-prompts", type=int, default=None)
     ap.add_argument("--samples-per-prompt", type=int, default=None)
     ap.add_argument("--reference", choices=["previous", "sft"], default="previous")
+    ap.add_argument("--control", action="store_true",
+                    help="the control for fresh data: round 1 again, from SFT on the offline (round-1) pairs, for as "
+                         "many steps as both rounds together, with round 2's NLL term and learning rate")
     ap.add_argument("--table-only", action="store_true", help="print the table of earlier runs and stop")
     a = ap.parse_args(argv)
     from rlhf_helpers.data import forbid_test_set
@@ -62,6 +65,8 @@ def run_candidate(a, scratch: Path) -> dict:
                if v is not None}
     preset = preset.replace(dpo=replace(preset.dpo, rounds=max(2, preset.dpo.rounds), **changes))
     sft = scratch / preset.name / "sft" / "model"
+    if a.control:
+        return run_control(a, preset, scratch, sft)
     t0 = time.time()
     pairs = ensure_dpo_pairs(preset, round_no=2)  # sampled from the copied round 1
     path = train_dpo(preset, round_no=2, resume=False, reference=sft if a.reference == "sft" else None)
@@ -83,6 +88,42 @@ def run_candidate(a, scratch: Path) -> dict:
             "flip_rate": round(float(flip_rate(samples, table["label"])["round 2"]), 3),
             "kl": round(float(r2["kl"]), 2), "distinct_2": round(float(r2["distinct_2"]), 3),
             "repetition": round(float(r2["repetition"]), 3)}
+
+
+def run_control(a, preset, scratch: Path, sft: Path) -> dict:
+    """Round 1 with round 2's recipe (NLL term, learning rate, both rounds' steps) on the offline pairs, graded
+    beside the real rounds 1 and 2 (read from ``--from-home``) on the validation prompts."""
+    from rlhf_helpers.dpo import round_learning_rate, train_dpo
+    from rlhf_helpers.evaluate import evaluate_policies, heldout_prompt_table, paired_comparison
+    from rlhf_helpers.models import load_tokenizer, read_meta
+    from rlhf_helpers.rater import sentiment_reward
+
+    d = preset.dpo
+    steps = 2 * d.max_steps
+    t0 = time.time()
+    path = train_dpo(preset, round_no=1, resume=False, max_steps=steps, sft_weight=d.sft_weight,
+                     learning_rate=round_learning_rate(d, 2))
+    seconds = time.time() - t0
+    home = Path(a.from_home) / preset.name
+    models = {"round 1": home / "dpo" / "model", "round 2": home / "dpo_round2" / "model", "control": path}
+    table = heldout_prompt_table(preset, load_tokenizer(sft), split="validation")
+    summary, samples = evaluate_policies(models, sentiment_reward(preset), sft, list(table["prompt"]),
+                                         preset.ppo.min_len, preset.ppo.max_len, seed=preset.seed, preset=preset)
+    gap = paired_comparison(samples, "round 2", "control", "positive")
+    r = summary.loc["control"]
+    return {"name": a.name, "preset": preset.name, "reference": "sft", "sft_weight": d.sft_weight,
+            "learning_rate": round_learning_rate(d, 2), "max_steps": steps, "n_prompts": d.n_prompts,
+            "samples_per_prompt": d.samples_per_prompt, "pairs": read_meta(path)["metrics"]["pairs"],
+            "round2_seconds": round(seconds, 1), "train_seconds": read_meta(path)["metrics"]["train_seconds"],
+            "round1_positive": round(float(summary.loc["round 1", "positive_fraction"]), 3),
+            "round1_kl": round(float(summary.loc["round 1", "kl"]), 2),
+            "round2_positive": round(float(summary.loc["round 2", "positive_fraction"]), 3),
+            "round2_kl": round(float(summary.loc["round 2", "kl"]), 2),
+            "positive": round(float(r["positive_fraction"]), 3), "kl": round(float(r["kl"]), 2),
+            "distinct_2": round(float(r["distinct_2"]), 3), "repetition": round(float(r["repetition"]), 3),
+            "round2_minus_control_points": round(100 * gap["difference"], 1),
+            "round2_minus_control_low": round(100 * gap["low"], 1), "round2_minus_control_high": round(100 * gap["high"], 1),
+            "split": "validation"}
 
 
 if __name__ == "__main__":

@@ -82,13 +82,15 @@ def round_learning_rate(dpo: DPOSettings, round_no: int) -> float:
 
 
 def train_dpo(preset: Preset | None = None, beta: float | None = None, max_steps: int | None = None,
-              resume: bool = True, round_no: int = 1, reference: str | Path | None = None) -> Path:
+              resume: bool = True, round_no: int = 1, reference: str | Path | None = None,
+              sft_weight: float | None = None, learning_rate: float | None = None) -> Path:
     """One DPO round on that round's reward-ranked pairs.
 
     Round 1 starts from the SFT policy, which is also the frozen reference. Round r > 1 starts from round r - 1's
     policy and uses it as the reference (TRL loads the reference from the folder it trains), on pairs sampled
     from that policy. ``reference`` (a model folder) replaces that reference, e.g. the SFT policy for every round
-    (``benchmarks/dpo_rounds.py --reference sft`` measures it).
+    (``benchmarks/dpo_rounds.py --reference sft`` measures it). ``sft_weight`` and ``learning_rate`` replace the
+    round's own (the control run of ``benchmarks/dpo_rounds.py --control``: round 1 with round 2's recipe).
     """
     from trl import DPOConfig, DPOTrainer
 
@@ -109,11 +111,12 @@ def train_dpo(preset: Preset | None = None, beta: float | None = None, max_steps
     steps = max_steps or d.max_steps
     args = DPOConfig(
         output_dir=str(ckpts), beta=beta, max_steps=steps, per_device_train_batch_size=d.batch_size,
-        learning_rate=round_learning_rate(d, round_no), max_length=64, logging_steps=max(1, min(10, steps // 10)),
+        learning_rate=learning_rate or round_learning_rate(d, round_no), max_length=64, logging_steps=max(1, min(10, steps // 10)),
         save_steps=d.save_steps, lr_scheduler_type="cosine", warmup_steps=max(1, steps // 20),
         # the reference never changes: its log-probabilities are computed once, before training, instead of
         # in every step (measured on 2 cores: 150 steps in 41 s instead of 50 s)
-        precompute_ref_log_probs=True, **dpo_loss_terms(d.sft_weight if round_no > 1 else 0.0),
+        precompute_ref_log_probs=True,
+        **dpo_loss_terms(sft_weight if sft_weight is not None else (d.sft_weight if round_no > 1 else 0.0)),
         # like SFT: bf16 autocast where the CPU has native bf16 (as DPO runs in bf16 on a GPU); DPO never samples
         # while training, so there is no sampling distribution to match. The by-hand check below stays fp32.
         **trainer_defaults(preset, mixed_precision=True),

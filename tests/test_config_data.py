@@ -44,9 +44,9 @@ def test_clean_review_removes_html_breaks():
 
 def test_tiny_split_sizes_and_balance():
     ds = load_imdb(get_preset("tiny"))
-    assert len(ds["test"]) == 2_500 and 22_000 < len(ds["train"]) <= 22_500
+    assert len(ds["test"]) == 2_500 and len(ds["validation"]) == 1_000 and 21_000 < len(ds["train"]) <= 21_500
     assert set(ds["train"].column_names) == {"text", "label"}
-    for split in ("train", "test"):
+    for split in ("train", "validation", "test"):
         assert 0.45 < np.mean(ds[split]["label"]) < 0.55
     assert not any("<br" in t for t in ds["test"]["text"][:500])
     assert not set(ds["train"]["text"][:2000]) & set(ds["test"]["text"])
