@@ -20,6 +20,8 @@
                                   (solutions off); table in benchmarks/results/<preset>_loadonly.md
   words [--notebooks DIR]         markdown words per notebook (main body, optional, exercises) and
                                   reading minutes at 230 words a minute
+  exercises [--notebooks DIR]     exercises per notebook by kind: checked fill-in, checked prediction,
+                                  open discussion, unmarked
 """
 from __future__ import annotations
 
@@ -296,6 +298,21 @@ def cmd_words(args) -> int:
     return 0
 
 
+def cmd_exercises(args) -> int:
+    """``exercises``: how many exercises of each kind every notebook has (rlhf_helpers.exercises reads the headings)."""
+    from .config import project_root
+    from .exercises import kinds_table, series_kinds
+
+    folder = Path(args.notebooks) if args.notebooks else project_root() / "notebooks"
+    counts = series_kinds(folder)
+    if not counts:
+        print(f"error: no numbered notebooks (NN_*.ipynb) in {folder}", file=sys.stderr)
+        return 2
+    print(kinds_table(counts))
+    print("\nkind: the '*(...)*' ending each '### Exercise N' heading; unmarked: a heading without one")
+    return 0
+
+
 def cmd_presets(args) -> int:
     from .config import PRESETS
 
@@ -367,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("words", help="markdown words per notebook: main body, optional, exercises")
     w.add_argument("--notebooks", default=None, help="folder of NN_*.ipynb (default the checkout's notebooks/)")
     w.set_defaults(func=cmd_words)
+    ex = sub.add_parser("exercises", help="exercises per notebook by kind (checked fill-in, prediction, discussion)")
+    ex.add_argument("--notebooks", default=None, help="folder of NN_*.ipynb (default the checkout's notebooks/)")
+    ex.set_defaults(func=cmd_exercises)
 
     args = parser.parse_args(argv)
     try:
