@@ -240,5 +240,5 @@ def test_workshop_guide_links_and_commands_exist():
     for link in re.findall(r"\]\((\.\./notebooks/[^)]+)\)", guide):
         assert (ROOT / "docs" / link).resolve().exists(), link
     for command in set(re.findall(r"python -m rlhf_helpers (\w+)", guide)):
-        assert command in {"build", "doctor", "run", "presets", "report", "evaluate", "ppo", "loadonly", "words"}, command
+        assert command in {"build", "doctor", "run", "presets", "report", "evaluate", "ppo", "loadonly", "words", "exercises"}, command
     assert "TBD-LEAD" in guide or "GPU" in guide
