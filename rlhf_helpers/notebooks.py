@@ -18,6 +18,9 @@ def notebook_paths(folder: Path | None = None) -> list[Path]:
 
 
 SOLUTION_TAG = "solution"
+# the kernel's own start-up notice ("running over TCP without encryption", once per notebook) is not for learners:
+# its app log shows errors only; warnings from the notebooks' code are unaffected
+KERNEL_QUIET = ["--IPKernelApp.log_level=ERROR"]
 
 
 def execute_notebook(nb, folder: Path, timeout: int = 3600):
@@ -26,7 +29,7 @@ def execute_notebook(nb, folder: Path, timeout: int = 3600):
     from nbclient import NotebookClient
 
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", skip_cells_with_tag=SOLUTION_TAG,
-                            resources={"metadata": {"path": str(folder)}})
+                            resources={"metadata": {"path": str(folder)}}, extra_arguments=KERNEL_QUIET)
     client.execute()
     return nb
 
@@ -108,7 +111,7 @@ def run_load_only(preset_name: str | None = None, out_dir: Path | None = None, t
         print(f"[loadonly] {path.name} (preset {preset.name}, solutions off) ...", flush=True)
         t0 = time.time()
         try:
-            NotebookClient(nb, timeout=timeout, kernel_name="python3",
+            NotebookClient(nb, timeout=timeout, kernel_name="python3", extra_arguments=KERNEL_QUIET,
                            resources={"metadata": {"path": str(path.parent)}}).execute()
         finally:
             nbformat.write(nb, out_dir / path.name)
