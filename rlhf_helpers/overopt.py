@@ -172,13 +172,14 @@ def plot_overoptimisation(summary: pd.DataFrame, title: str | None = None):
         right.fill_between(x, 100 * summary[f"{col}_lo"], 100 * summary[f"{col}_hi"], color=colour, alpha=0.2)
     right.set_xlabel("√KL(policy ‖ SFT)  (√nats)")
     right.set_ylabel("% of test answers called positive")
-    right.set_title("what we wanted")
+    right.set_title("what the rater (gold) and the auditor say")
     right.legend(loc="lower right", fontsize=8)
-    for ax, col in ((left, "proxy"), (right, None)):
-        for xi, step in zip(x, summary["step"]):
-            ax.annotate(str(int(step)), (xi, ax.get_ylim()[0]), textcoords="offset points", xytext=(0, 2),
-                        ha="center", fontsize=7, color="grey")
-    fig.suptitle(title or "Over-optimising a learned reward (step numbers along the bottom; bands: 95 % intervals)")
+    # each point labelled with its PPO step (the KL need not grow with every step, so the line can turn back)
+    for ax, ys in ((left, summary["proxy"].to_numpy()), (right, 100 * summary["positive_fraction_rater"].to_numpy())):
+        for i, (xi, yi, step) in enumerate(zip(x, ys, summary["step"])):
+            ax.annotate(f"step {int(step)}" if i in (0, len(x) - 1) else str(int(step)), (xi, yi),
+                        textcoords="offset points", xytext=(4, 6 if i % 2 else -11), fontsize=7, color="grey")
+    fig.suptitle(title or "Over-optimising a learned reward (points labelled by PPO step; bands: 95 % intervals)")
     return fig
 
 
