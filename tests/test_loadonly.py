@@ -37,7 +37,7 @@ def test_run_all_of_every_notebook_after_build_all_trains_nothing(tmp_path):
     for path in sorted((tmp_path / "out").glob("[0-9][0-9]_*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         text = "\n".join(str(o.get("text", "")) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-        solutions = [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
+        solutions = [c for c in nb.cells if c.cell_type == "code" and "solution" in c.metadata.get("tags", [])]
         assert "[artifacts] building" not in text, f"{path.name} built an artifact on Run All"
         assert text.count("Worked solution, not run") == len(solutions), path.name
         assert "correct: matches the package" not in text, path.name
