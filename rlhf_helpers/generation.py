@@ -84,6 +84,15 @@ def sampling_config(tokenizer, max_new_tokens: int, **overrides):
                             eos_token_id=tokenizer.eos_token_id, **settings)
 
 
+def blank_like(stored):
+    """A ``GenerationConfig`` that keeps only ``stored``'s pad/bos/eos ids: nothing else for transformers to
+    fill the fields a passed config leaves unset."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(pad_token_id=stored.pad_token_id, bos_token_id=stored.bos_token_id,
+                            eos_token_id=stored.eos_token_id)
+
+
 @contextlib.contextmanager
 def blank_generation_config(model) -> Iterator[None]:
     """Swap ``model.generation_config`` for a blank one (only its pad/bos/eos ids kept) while sampling.
@@ -91,14 +100,11 @@ def blank_generation_config(model) -> Iterator[None]:
     transformers fills every field the passed config leaves unset from the stored one; with a blank stored
     config there is nothing to fill from, so ``min_new_tokens``, ``top_k`` or a repetition penalty saved
     with a model cannot leak into sampling."""
-    from transformers import GenerationConfig
-
     stored = getattr(model, "generation_config", None)
     if stored is None:
         yield
         return
-    model.generation_config = GenerationConfig(pad_token_id=stored.pad_token_id, bos_token_id=stored.bos_token_id,
-                                               eos_token_id=stored.eos_token_id)
+    model.generation_config = blank_like(stored)
     try:
         yield
     finally:

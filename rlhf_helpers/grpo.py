@@ -13,7 +13,7 @@ import torch
 
 from .config import Preset, get_preset, set_seed
 from .data import load_imdb, make_prompts
-from .generation import pad_aware_positions
+from .generation import blank_like, pad_aware_positions
 from .models import (checkpoint_dir, ensure, last_checkpoint, load_tokenizer, save_model_artifact,
                      trainer_defaults,
                      tokenizer_fingerprint,
@@ -79,16 +79,12 @@ def sample_what_you_score(trainer):
     gives the policy and the reference a hook that derives them from the attention mask. The models'
     stored generation configs are emptied, so nothing saved with a model (``min_new_tokens``, ``top_k``, a
     repetition penalty) fills the fields TRL's own config leaves unset. Dropout is off through the config."""
-    from transformers import GenerationConfig
-
     for model in (trainer.model, getattr(trainer, "ref_model", None)):
         if model is None:
             continue
         model = trainer.accelerator.unwrap_model(model)
         pad_aware_positions(model)
-        stored = model.generation_config
-        model.generation_config = GenerationConfig(pad_token_id=stored.pad_token_id, bos_token_id=stored.bos_token_id,
-                                                   eos_token_id=stored.eos_token_id)
+        model.generation_config = blank_like(model.generation_config)
     return trainer
 
 
