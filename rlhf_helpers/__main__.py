@@ -266,14 +266,14 @@ def cmd_report(args) -> int:
 
 
 def cmd_loadonly(args) -> int:
-    from .config import project_root
+    from .config import get_preset, project_root
     from .notebooks import load_only_table, run_load_only
     from .wordcount import series_counts
 
-    rows = run_load_only(args.preset, only=args.only)
-    words = series_counts(project_root() / "notebooks")
-    table = load_only_table(rows, args.preset or os.environ.get("RLHF_PRESET") or "tiny", words)
-    out = project_root() / "benchmarks" / "results" / f"{args.preset or os.environ.get('RLHF_PRESET') or 'tiny'}_loadonly.md"
+    name = get_preset(args.preset).name
+    rows = run_load_only(name, only=args.only)
+    table = load_only_table(rows, name, series_counts(project_root() / "notebooks"))
+    out = project_root() / "benchmarks" / "results" / f"{name}_loadonly.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table)
     print(table)

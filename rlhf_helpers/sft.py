@@ -85,7 +85,9 @@ def model_loss_sft_trainer():
     class _ModelLossSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs = {**inputs, "use_cache": False}
-            unk = _unknown_word_id(self.processing_class)
+            if not hasattr(self, "_unk_id"):  # looked up once, not at every step
+                self._unk_id = _unknown_word_id(self.processing_class)
+            unk = self._unk_id
             if unk is not None and "labels" in inputs:
                 # the word-level writer is never taught to write <unk>: an unknown word is not a target
                 inputs["labels"] = inputs["labels"].masked_fill(inputs["labels"] == unk, -100)
