@@ -14,12 +14,13 @@ temperature, nothing else). So sampling must draw from exactly that distribution
   works too but every scorer (ours, TRL's, the evaluation's KL) would have to repeat the mask; stopping
   at EOS needs nothing anywhere else. The price: a drawn length is a *maximum*; short responses happen
   when the model wants to end (rare here: reviews are long).
-* **No hidden logits processors.** transformers fills every field that the config passed to ``generate``
-  leaves unset from the model's *stored* ``generation_config.json``, so a fresh config alone is not enough:
-  a stored ``min_new_tokens`` would set EOS to -inf again. :func:`generate_responses` therefore swaps the
-  model's stored config for a blank one while it samples (:func:`blank_generation_config`), and
-  :func:`sampling_config` refuses ``min_new_tokens``/``min_length``/top-k/top-p/repetition penalties.
-  Only the temperature may change, and every scorer divides by the same temperature.
+* **No hidden logits processors.** ``model.generate`` fills every setting the config passed to it leaves unset
+  from the model's *stored* ``generation_config.json``, so a stored ``min_new_tokens`` would set EOS to -inf
+  again. :func:`generate_responses` therefore does not call ``generate``: :func:`sample_batch` is the whole
+  sampling loop (a KV cache, softmax(logits / temperature), one draw per row), so nothing stored with a model
+  can change it, and :func:`sampling_config` refuses ``min_new_tokens``/``min_length``/top-k/top-p/repetition
+  penalties with the reason. Only the temperature may change, and every scorer divides by the same temperature.
+  (TRL's GRPO/RLOO call ``generate`` themselves: :func:`blank_like` gives their models a blank stored config.)
 * **The positions generation used.** Prompts are left-padded; ``generate`` derives each token's position
   from the attention mask (the first real token is position 0), but a plain forward pass of a GPT-2 given
   no ``position_ids`` uses 0, 1, 2, ... counted from the first *pad*. Our PPO passes position ids
@@ -28,8 +29,7 @@ temperature, nothing else). So sampling must draw from exactly that distribution
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -93,24 +93,6 @@ def blank_like(stored):
                             eos_token_id=stored.eos_token_id)
 
 
-@contextlib.contextmanager
-def blank_generation_config(model) -> Iterator[None]:
-    """Swap ``model.generation_config`` for a blank one (only its pad/bos/eos ids kept) while sampling.
-
-    transformers fills every field the passed config leaves unset from the stored one; with a blank stored
-    config there is nothing to fill from, so ``min_new_tokens``, ``top_k`` or a repetition penalty saved
-    with a model cannot leak into sampling."""
-    stored = getattr(model, "generation_config", None)
-    if stored is None:
-        yield
-        return
-    model.generation_config = blank_like(stored)
-    try:
-        yield
-    finally:
-        model.generation_config = stored
-
-
 def _positions_from_mask(module, args, kwargs):
     """Forward pre-hook: when a caller gives an attention mask but no position ids, derive them from the mask
     (position = number of real tokens before this one), as ``generate`` does for left-padded prompts."""
@@ -142,6 +124,54 @@ def cut_response(row: torch.Tensor, length: int, eos_id: int | None) -> torch.Te
     return resp.clone()
 
 
+def draw_tokens(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row of ``probs`` (batch, vocabulary), drawn from that row's distribution by inverse CDF: one
+    uniform number u per row, and the first token whose cumulative probability reaches u.
+
+    The same distribution as ``torch.multinomial(probs, 1)``, which draws one exponential number for *every*
+    token of the vocabulary (measured on 2 cores, 64 rows x 8,192 words: 10.6 ms against 0.3 ms here; sampling
+    14 tokens for 64 prompts spent half its time there). A token of probability 0 is never drawn."""
+    cdf = probs.cumsum(-1)
+    u = (1.0 - torch.rand(probs.shape[0], 1, device=probs.device, dtype=cdf.dtype, generator=generator))
+    return torch.searchsorted(cdf, u * cdf[:, -1:]).squeeze(1).clamp_(max=probs.shape[-1] - 1)
+
+
+@torch.no_grad()
+def sample_batch(model, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, eos_id: int | None,
+                 pad_id: int, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample up to ``max_new_tokens`` tokens after a left-padded batch: the whole of what ``generate`` does for
+    pure sampling, in one loop. Returns ``(tokens, logprobs)``, both (batch, steps): the drawn tokens (``pad_id``
+    after a row's EOS) and the log-probability of each under the distribution it was drawn from,
+    log softmax(logits / temperature), which is exactly what every scorer computes.
+
+    Each step feeds only the newest token and keeps the keys and values of the earlier ones (a KV cache); the
+    positions come from the attention mask, so a left-padded row starts at position 0 at its first real token."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                logits_to_keep=1)
+    position = positions[:, -1:]
+    done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+    tokens, logprobs = [], []
+    for _ in range(max_new_tokens):
+        logp = torch.log_softmax(out.logits[:, -1].float() / temperature, -1)
+        token = draw_tokens(logp.exp())
+        token = token.masked_fill(done, pad_id)
+        tokens.append(token)
+        logprobs.append(logp.gather(1, token[:, None]).squeeze(1))
+        if eos_id is not None:
+            done = done | (token == eos_id)
+        if len(tokens) == max_new_tokens or bool(done.all()):
+            break
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
+        position = position + 1
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, cache=cache,
+                    use_cache=True)
+    return torch.stack(tokens, 1), torch.stack(logprobs, 1)
+
+
 @torch.no_grad()
 def generate_responses(model, tokenizer, queries: Sequence[torch.Tensor], lengths: Sequence[int],
                        batch_size: int = 64, sampled_logprobs: list | None = None,
@@ -150,9 +180,10 @@ def generate_responses(model, tokenizer, queries: Sequence[torch.Tensor], length
 
     Queries are left-padded so every row's last real token sits next to its first new token.
     Pure sampling at temperature 1 unless ``generation_kwargs`` set another temperature (nothing else may
-    change). ``sampled_logprobs``, when a list, receives per response the log-probabilities of its tokens under
-    the distribution they were actually drawn from (``generate``'s processed scores): what the tests compare
-    every scorer with.
+    change: :func:`sampling_config` refuses the rest with the reason). Sampling runs in :func:`sample_batch`, not
+    in ``model.generate``, so nothing stored with a model (its ``generation_config.json``) can change it.
+    ``sampled_logprobs``, when a list, receives per response the log-probabilities of its tokens under the
+    distribution they were actually drawn from: what the tests compare every scorer with.
     """
     if len(queries) != len(lengths):
         raise ValueError(f"{len(queries)} queries but {len(lengths)} lengths")
@@ -165,6 +196,7 @@ def generate_responses(model, tokenizer, queries: Sequence[torch.Tensor], length
     if n_pos is not None and longest > n_pos:
         raise ValueError(f"prompt + response would be {longest} tokens but the model's context is {n_pos}; "
                          "shorten the prompt or lower the maximum length.")
+    temperature = sampling_config(tokenizer, max(int(n) for n in lengths), **generation_kwargs).temperature
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -174,19 +206,13 @@ def generate_responses(model, tokenizer, queries: Sequence[torch.Tensor], length
         chunk = [q.to("cpu") for q in queries[start:start + batch_size]]
         want = [int(n) for n in lengths[start:start + batch_size]]
         ids, mask = left_pad(chunk, tokenizer.pad_token_id)
-        config = sampling_config(tokenizer, max(want), **generation_kwargs)
-        keep_scores = sampled_logprobs is not None
-        with blank_generation_config(model):
-            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
-                                 output_scores=keep_scores, return_dict_in_generate=keep_scores)
-        seqs = gen.sequences if keep_scores else gen
-        new = seqs[:, ids.shape[1]:].cpu()
+        new, logp = sample_batch(model, ids.to(device), mask.to(device), max(want), eos, tokenizer.pad_token_id,
+                                 temperature)
+        new, logp = new.cpu(), logp.cpu()
         responses = [cut_response(row, n, eos) for row, n in zip(new, want)]
         out.extend(responses)
-        if keep_scores:
-            logp = torch.stack([torch.log_softmax(s.float(), -1) for s in gen.scores], 1).cpu()  # (B, T, V)
-            for i, r in enumerate(responses):
-                sampled_logprobs.append(logp[i, torch.arange(len(r)), r])
+        if sampled_logprobs is not None:
+            sampled_logprobs.extend(logp[i, :len(r)].clone() for i, r in enumerate(responses))
     if was_training:
         model.train()
     return out

@@ -157,3 +157,16 @@ def test_online_trainers_turn_dropout_off_and_run_in_fp32(eos_stand_in_dir, tmp_
     trainer, _ = _online_trainer("rloo", eos_stand_in_dir, tmp_path)
     probs = [m.p for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout)]
     assert probs and all(p == 0.0 for p in probs)
+
+
+def test_draw_tokens_samples_the_given_distribution():
+    """The inverse-CDF draw gives each token its probability (within sampling noise) and never a token of
+    probability 0, also for a distribution that puts its mass on the last token."""
+    from rlhf_helpers.generation import draw_tokens
+
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]])
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([draw_tokens(probs.repeat(1000, 1)[:1000 * 2:2], generator=g) for _ in range(20)])
+    counts = torch.bincount(draws.flatten(), minlength=6).float() / draws.numel()
+    assert torch.allclose(counts, probs[0], atol=0.01), counts
+    assert (draw_tokens(probs[1:].repeat(500, 1), generator=g) == 5).all()
