@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--eval-examples", type=int, default=2500)
     ap.add_argument("--sampling", default="random", choices=["random", "group_by_length"])
+    ap.add_argument("--attention", default="sdpa", choices=["sdpa", "eager"])
     ap.add_argument("--log", default=str(Path(__file__).parent / "results" / "classifier_trials.jsonl"))
     ap.add_argument("--note", default="")
     a = ap.parse_args(argv)
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     c = ClassifierSettings(max_length=a.max_length, truncation_side=a.truncation_side,
                            train_examples=a.train_examples, epochs=a.epochs, batch_size=a.batch,
                            learning_rate=a.lr, eval_examples=a.eval_examples, save_steps=10_000,
-                           sampling=a.sampling)
+                           sampling=a.sampling, attention=a.attention)
     preset = TINY.replace(classifier=c)
 
     from rlhf_helpers.models import read_meta

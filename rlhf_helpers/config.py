@@ -45,11 +45,18 @@ class SFTSettings:
     save_steps: int = 100
     packing: bool = False  # concatenate reviews into full rows (no padding, no discarded tails)
     eval_max_length: int = 64  # held-out perplexity always on the first 64 tokens: comparable across settings
+    # transformers' attention implementation while training (not saved with the model: later stages load the
+    # default). Measured on 2 cores, 32 x 64 tokens in bf16: a step takes 258 ms with "eager" against 338 ms with
+    # "sdpa" (its CPU flash-attention backward is slow for short rows); docs/tuning.md round 7
+    attention: str = "eager"
 
 
 @dataclass(frozen=True)
 class ClassifierSettings:
-    max_length: int = 256
+    # round 7 (docs/tuning.md, validation reviews, 2 cores): the last 192 tokens with eager attention reached 86.4 %
+    # in 163 s, the last 256 with sdpa 85.7 % in 259 s (128 + eager: 85.4 % in 112 s); eager is faster at 192
+    # tokens, slower at 256
+    max_length: int = 192
     truncation_side: str = "left"
     # measured (docs/tuning.md, 2 cores, bf16 autocast, batches of similar length): 10,000 -> 85.3 % in 120 s,
     # 12,500 (half the train split) -> 86.3 % in 156 s; in fp32 with random batches 5,000 took 137 s for 83.1 %
@@ -60,6 +67,7 @@ class ClassifierSettings:
     eval_examples: int = 2500
     save_steps: int = 100
     sampling: str = "group_by_length"  # batches of similar length: less padding computed (or "random")
+    attention: str = "eager"  # transformers' attention implementation while training ("sdpa" or "eager")
     # The rater judges review *openings* (prompt + 6-14 tokens) but learns from the last 256 tokens of reviews,
     # which leaves its verdict on short texts arbitrary: three classifiers of 85-86 % called 24 %, 49 % and 84 %
     # of the same SFT samples positive. Option (off): also train on this many openings (the first 8-24 tokens of
@@ -126,6 +134,12 @@ class OveroptSettings:
     kl_coef: float = 0.02     # a weak, fixed leash: enough rope to over-optimise within the run
     eval_prompts: int = 320   # test prompts per snapshot (a rate near 50 %: about ±5.5 points)
     beta0_steps: int = 24     # PPO steps against the rater with no KL penalty
+    # both runs sample half the main run's batch, in minibatches of half the size: as many gradient steps per PPO
+    # step in half the time. Measured on the validation prompts with the main run's settings otherwise
+    # (docs/tuning.md round 7): 56 steps of 64 / 32 reached KL 4.84 in 60 s, of 128 / 64 KL 4.64 in 131 s
+    # (distinct-2 0.68 against 0.72: too repetitive for the main run, fine for demonstrations of over-optimising)
+    batch_size: int = 64
+    mini_batch_size: int = 32
 
 
 @dataclass(frozen=True)
@@ -227,7 +241,7 @@ SMOKE = Preset(
     ppo=PPOSettings(steps=2, batch_size=8, mini_batch_size=4, ppo_epochs=1, min_len=4, max_len=6, save_every=1),
     dpo=DPOSettings(max_steps=3, batch_size=4, n_prompts=16, samples_per_prompt=2, margin=0.0, save_steps=2),
     grpo=GRPOSettings(max_steps=2, prompts_per_step=2, num_generations=2, save_steps=1),
-    overopt=OveroptSettings(steps=4, snapshots=2, eval_prompts=12, beta0_steps=2),
+    overopt=OveroptSettings(steps=4, snapshots=2, eval_prompts=12, beta0_steps=2, batch_size=8, mini_batch_size=4),
     eval=EvalSettings(n_prompts=16, batch_size=16),
 )
 
@@ -237,7 +251,8 @@ GPT2 = Preset(
     dataset="stanfordnlp/imdb",
     policy_model="gpt2",
     sentiment_model="lvwerra/distilbert-imdb",
-    sft=SFTSettings(max_length=128, max_steps=1000, batch_size=16, learning_rate=5e-5, warmup_steps=50),
+    sft=SFTSettings(max_length=128, max_steps=1000, batch_size=16, learning_rate=5e-5, warmup_steps=50,
+                    attention="sdpa"),
     pairs=PairSettings(n_prompts=2000, samples_per_prompt=2, margin=1.0, min_len=4, max_len=16),
     reward_model=RewardModelSettings(max_steps=500, batch_size=16, learning_rate=2e-5, max_length=128),
     ppo=PPOSettings(steps=100, batch_size=128, mini_batch_size=32, learning_rate=1.41e-5, init_kl_coef=0.2,

@@ -227,7 +227,8 @@ def evaluate_policies(models: Mapping[str, object], reward, ref, prompts: Sequen
             extra[jname] = judge_scores(judge, full)
             row[f"reward_{jname}"] = extra[jname][0].mean()
             row[f"positive_fraction_{jname}"] = extra[jname][1].mean()
-            row.update(_intervals(f"positive_fraction_{jname}", extra[jname][1], rate=True))
+            row.update(_intervals(f"reward_{jname}", extra[jname][0]),
+                       **_intervals(f"positive_fraction_{jname}", extra[jname][1], rate=True))
         rows.append(row)
         for i, (p, r, s, pz, k) in enumerate(zip(prompts, texts, score, positive, kl)):
             sample = {"model": name, "prompt": p, "response": r, "reward": s, "positive": bool(pz), "kl": k}

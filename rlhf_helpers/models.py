@@ -211,7 +211,8 @@ def ensure(preset: Preset, stage: str, build: Callable[[], Path], force: bool = 
     return build()
 
 
-_NOT_LEARNED = {"save_steps", "save_every"}  # how often a stage checkpoints changes nothing it learns
+_NOT_LEARNED = {"save_steps", "save_every", "attention"}  # how often a stage checkpoints, or which attention code
+# computes the same attention, changes nothing it learns
 
 
 def expected_settings(preset: Preset, stage: str) -> dict[str, Any] | None:

@@ -89,7 +89,8 @@ def ensure_ppo_beta0(preset: Preset | None = None, force: bool = False) -> Path:
 
     preset = preset or get_preset()
     o = preset.overopt
-    cfg = replace(ppo_config_for(preset), init_kl_coef=0.0, adaptive_kl=False)
+    cfg = replace(ppo_config_for(preset), init_kl_coef=0.0, adaptive_kl=False, batch_size=o.batch_size,
+                  mini_batch_size=o.mini_batch_size)
     return ensure(preset, "ppo_beta0",
                   lambda: _train_stage(preset, "ppo_beta0", sentiment_reward(preset), cfg, o.beta0_steps, 0),
                   force=force)
@@ -103,7 +104,8 @@ def ensure_ppo_rm(preset: Preset | None = None, force: bool = False) -> Path:
 
     preset = preset or get_preset()
     o = preset.overopt
-    cfg = replace(ppo_config_for(preset), init_kl_coef=o.kl_coef, adaptive_kl=False, reward_norm=True)
+    cfg = replace(ppo_config_for(preset), init_kl_coef=o.kl_coef, adaptive_kl=False, reward_norm=True,
+                  batch_size=o.batch_size, mini_batch_size=o.mini_batch_size)
     return ensure(preset, "ppo_rm",
                   lambda: _train_stage(preset, "ppo_rm", reward_model_scorer(preset), cfg, o.steps, o.snapshots),
                   force=force)
@@ -145,27 +147,36 @@ def overoptimisation_table(preset: Preset | None = None, n_prompts: int | None =
 
 
 def gold_peak(summary: pd.DataFrame) -> dict[str, float]:
-    """Where the rater's (gold) positive fraction peaks along the run, and what the proxy did after it."""
-    i = int(np.argmax(summary["positive_fraction_rater"].to_numpy()))
+    """Where the gold score peaks along the run, and what the proxy did after it. The gold score is the rater's
+    mean log-odds of POSITIVE (``reward_rater``), the continuous score Gao et al. plot: its positive share
+    saturates near 100 % and can hide a decline."""
+    i = int(np.argmax(summary["reward_rater"].to_numpy()))
     row, last = summary.iloc[i], summary.iloc[-1]
-    return {"peak_step": int(row["step"]), "peak_gold": float(row["positive_fraction_rater"]),
-            "peak_kl": float(row["kl"]), "last_step": int(last["step"]),
-            "last_gold": float(last["positive_fraction_rater"]), "last_kl": float(last["kl"]),
+    return {"peak_step": int(row["step"]), "peak_gold": float(row["reward_rater"]),
+            "peak_positive": float(row["positive_fraction_rater"]), "peak_kl": float(row["kl"]),
+            "last_step": int(last["step"]), "last_gold": float(last["reward_rater"]),
+            "last_positive": float(last["positive_fraction_rater"]), "last_kl": float(last["kl"]),
             "proxy_at_peak": float(row["proxy"]), "proxy_last": float(last["proxy"])}
 
 
 def plot_overoptimisation(summary: pd.DataFrame, title: str | None = None):
-    """Proxy (reward model), gold (rater) and auditor against √KL, each with its 95 % interval."""
+    """Against √KL: the proxy (reward model) and the gold score (the rater's mean log-odds) on the left, the rater's
+    and the auditor's positive shares on the right; each with its 95 % interval."""
     import matplotlib.pyplot as plt
 
     x = summary["sqrt_kl"].to_numpy()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    left.plot(x, summary["proxy"], "o-", color="tab:purple", label="reward model (the proxy PPO optimises)")
-    left.fill_between(x, summary["proxy_lo"], summary["proxy_hi"], color="tab:purple", alpha=0.2)
+    gold = left.twinx()  # two scores on two scales: each model's own units
+    for ax, col, colour, name in ((left, "proxy", "tab:purple", "reward model (the proxy PPO optimises)"),
+                                  (gold, "reward_rater", "tab:green", "rater's log-odds (the gold score)")):
+        ax.plot(x, summary[col], "o-", color=colour, label=name)
+        ax.fill_between(x, summary[f"{col}_lo"], summary[f"{col}_hi"], color=colour, alpha=0.2)
     left.set_xlabel("√KL(policy ‖ SFT)  (√nats)")
-    left.set_ylabel("mean reward-model score")
-    left.set_title("what PPO optimises")
-    left.legend(loc="lower right", fontsize=8)
+    left.set_ylabel("reward model's mean score", color="tab:purple")
+    gold.set_ylabel("rater's mean log-odds of POSITIVE", color="tab:green")
+    left.set_title("proxy and gold scores")
+    fig.legend(*[sum(z, []) for z in zip(left.get_legend_handles_labels(), gold.get_legend_handles_labels())],
+               loc="lower left", bbox_to_anchor=(0.07, 0.12), fontsize=8)
     for col, colour, name in (("positive_fraction_rater", "tab:green", "rater (gold: made the reward model's labels)"),
                               ("positive_fraction_auditor", "tab:orange", "auditor (never trained against)")):
         right.plot(x, 100 * summary[col], "o-", color=colour, label=name)
@@ -175,7 +186,7 @@ def plot_overoptimisation(summary: pd.DataFrame, title: str | None = None):
     right.set_title("what the rater (gold) and the auditor say")
     right.legend(loc="lower right", fontsize=8)
     # each point labelled with its PPO step (the KL need not grow with every step, so the line can turn back)
-    for ax, ys in ((left, summary["proxy"].to_numpy()), (right, 100 * summary["positive_fraction_rater"].to_numpy())):
+    for ax, ys in ((gold, summary["reward_rater"].to_numpy()), (right, 100 * summary["positive_fraction_rater"].to_numpy())):
         for i, (xi, yi, step) in enumerate(zip(x, ys, summary["step"])):
             ax.annotate(f"step {int(step)}" if i in (0, len(x) - 1) else str(int(step)), (xi, yi),
                         textcoords="offset points", xytext=(4, 6 if i % 2 else -11), fontsize=7, color="grey")

@@ -53,7 +53,8 @@ def train_classifier(preset: Preset | None = None, resume: bool = True) -> Path:
 
     train = train.map(encode, batched=True, remove_columns=["text"]).rename_column("label", "labels")
     model = AutoModelForSequenceClassification.from_pretrained(
-        str(sft_path), num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID, use_safetensors=True)
+        str(sft_path), num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID, use_safetensors=True,
+        attn_implementation=c.attention)
     model.config.pad_token_id = tokenizer.pad_token_id
     extend_positions(model, c.max_length)
     ckpts = checkpoint_dir(preset, "classifier")

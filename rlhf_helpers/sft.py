@@ -119,6 +119,7 @@ def train_sft(preset: Preset | None = None, resume: bool = True) -> Path:
     max_chars = s.max_length * 8
     train = Dataset.from_dict({"text": [t[:max_chars] for t in imdb["train"]["text"]]})
     model = base_policy(preset, tokenizer)
+    model.set_attn_implementation(s.attention)  # while training only: not saved with the model
     ckpts = checkpoint_dir(preset, "sft")
     args = SFTConfig(
         output_dir=str(ckpts), max_steps=s.max_steps, per_device_train_batch_size=s.batch_size,
