@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TUNING_SCRIPTS = ["ppo_tuning.py", "dpo_tuning.py", "dpo_rounds.py", "writer_trials.py", "online_tuning.py",
-                  "classifier_trials.py", "sft_shapes.py", "validation_table.py"]
+                  "classifier_trials.py", "sft_shapes.py", "validation_table.py", "overopt_trials.py"]
 
 
 def test_three_splits_share_no_review():
