@@ -60,13 +60,17 @@ def main(argv=None) -> None:
     folders = {0: Path(sft), **{int(p.name.split("-")[1]): p for p in (work / "snapshots").glob("step-*")}, steps: work}
     folders = dict(sorted(folders.items()))
     val = heldout_prompts(preset, tok, a.prompts, split="validation")
-    summary, _ = evaluate_policies({f"step {k}": f for k, f in folders.items()}, proxy, sft, val, preset.ppo.min_len,
-                                   preset.ppo.max_len, seed=preset.seed, judges={"rater": sentiment_reward(preset)},
-                                   preset=preset)
-    rows = [{"step": k, "proxy": round(float(r["reward"]), 3), "gold": round(float(r["reward_rater"]), 3),
-             "gold_lo": round(float(r["reward_rater_lo"]), 3), "gold_hi": round(float(r["reward_rater_hi"]), 3),
-             "positive_rater": round(float(r["positive_fraction_rater"]), 3), "kl": round(float(r["kl"]), 2),
-             "distinct_2": round(float(r["distinct_2"]), 3)} for k, (_, r) in zip(folders, summary.iterrows())]
+    # graded by the rater (the gold); the proxy then scores the same texts
+    summary, samples = evaluate_policies({f"step {k}": f for k, f in folders.items()}, sentiment_reward(preset), sft,
+                                         val, preset.ppo.min_len, preset.ppo.max_len, seed=preset.seed, preset=preset)
+    rows = []
+    for k, (name, r) in zip(folders, summary.iterrows()):
+        mine = samples[samples["model"] == name]
+        rows.append({"step": k, "proxy": round(float(proxy(list(mine["prompt"] + mine["response"])).mean()), 3),
+                     "gold": round(float(r["reward"]), 3), "gold_lo": round(float(r["reward_lo"]), 3),
+                     "gold_hi": round(float(r["reward_hi"]), 3),
+                     "positive_rater": round(float(r["positive_fraction"]), 3), "kl": round(float(r["kl"]), 2),
+                     "distinct_2": round(float(r["distinct_2"]), 3)})
     line = {"lr": cfg.learning_rate, "kl_coef": cfg.init_kl_coef, "steps": steps, "batch_size": cfg.batch_size,
             "mini_batch_size": cfg.mini_batch_size, "train_seconds": round(seconds, 1), "split": "validation",
             "prompts": len(val), "snapshots": rows, "note": a.note, "when": time.strftime("%Y-%m-%d %H:%M")}
