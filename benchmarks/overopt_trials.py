@@ -27,6 +27,9 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--snapshots", type=int, default=None)
     ap.add_argument("--prompts", type=int, default=320)
+    ap.add_argument("--rm-steps", type=int, default=None,
+                    help="a weaker proxy: train the reward model for this many steps (use a scratch RLHF_HOME that "
+                         "holds copies of the tokenizer, sft, classifier and pairs, and no reward_model)")
     ap.add_argument("--note", default="")
     a = ap.parse_args(argv)
     from rlhf_helpers.data import forbid_test_set
@@ -42,6 +45,8 @@ def main(argv=None) -> None:
     from rlhf_helpers.sft import ensure_sft
 
     preset = get_preset(a.preset)
+    if a.rm_steps:
+        preset = preset.replace(reward_model=replace(preset.reward_model, max_steps=a.rm_steps))
     o = preset.overopt
     steps, snapshots = a.steps or o.steps, a.snapshots or o.snapshots
     cfg = replace(ppo_config_for(preset), init_kl_coef=o.kl_coef if a.kl_coef is None else a.kl_coef,
@@ -71,7 +76,12 @@ def main(argv=None) -> None:
                      "gold_hi": round(float(r["reward_hi"]), 3),
                      "positive_rater": round(float(r["positive_fraction"]), 3), "kl": round(float(r["kl"]), 2),
                      "distinct_2": round(float(r["distinct_2"]), 3)})
-    line = {"lr": cfg.learning_rate, "kl_coef": cfg.init_kl_coef, "steps": steps, "batch_size": cfg.batch_size,
+    from rlhf_helpers.models import read_meta
+    from rlhf_helpers.reward_model import ensure_reward_model
+
+    rm_meta = read_meta(ensure_reward_model(preset))["metrics"]
+    line = {"rm_steps": preset.reward_model.max_steps, "rm_heldout_accuracy": round(rm_meta["heldout_pairwise_accuracy"], 3),
+            "lr": cfg.learning_rate, "kl_coef": cfg.init_kl_coef, "steps": steps, "batch_size": cfg.batch_size,
             "mini_batch_size": cfg.mini_batch_size, "train_seconds": round(seconds, 1), "split": "validation",
             "prompts": len(val), "snapshots": rows, "note": a.note, "when": time.strftime("%Y-%m-%d %H:%M")}
     shutil.rmtree(work, ignore_errors=True)
