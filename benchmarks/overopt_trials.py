@@ -39,7 +39,7 @@ def main(argv=None) -> None:
     from rlhf_helpers.data import load_imdb, make_prompts
     from rlhf_helpers.evaluate import evaluate_policies, heldout_prompts
     from rlhf_helpers.models import load_tokenizer
-    from rlhf_helpers.overopt import reward_model_scorer
+    from rlhf_helpers.overopt import reward_model_scorer, snapshot_folders
     from rlhf_helpers.ppo import ppo_config_for, train_ppo
     from rlhf_helpers.rater import sentiment_reward
     from rlhf_helpers.sft import ensure_sft
@@ -49,9 +49,10 @@ def main(argv=None) -> None:
         preset = preset.replace(reward_model=replace(preset.reward_model, max_steps=a.rm_steps))
     o = preset.overopt
     steps, snapshots = a.steps or o.steps, a.snapshots or o.snapshots
-    cfg = replace(ppo_config_for(preset), init_kl_coef=o.kl_coef if a.kl_coef is None else a.kl_coef,
-                  adaptive_kl=False, reward_norm=True, batch_size=o.batch_size, mini_batch_size=o.mini_batch_size,
-                  learning_rate=a.lr or ppo_config_for(preset).learning_rate)
+    base = ppo_config_for(preset)
+    cfg = replace(base, init_kl_coef=o.kl_coef if a.kl_coef is None else a.kl_coef, adaptive_kl=False,
+                  reward_norm=True, batch_size=o.batch_size, mini_batch_size=o.mini_batch_size,
+                  learning_rate=a.lr or base.learning_rate)
     sft = ensure_sft(preset)
     tok = load_tokenizer(sft)
     proxy = reward_model_scorer(preset)
@@ -62,8 +63,7 @@ def main(argv=None) -> None:
     train_ppo(sft, proxy, prompts, cfg, steps, preset.ppo.min_len, preset.ppo.max_len, work, save_every=0,
               snapshot_every=every)
     seconds = time.time() - t0
-    folders = {0: Path(sft), **{int(p.name.split("-")[1]): p for p in (work / "snapshots").glob("step-*")}, steps: work}
-    folders = dict(sorted(folders.items()))
+    folders = snapshot_folders(work, sft, steps)
     val = heldout_prompts(preset, tok, a.prompts, split="validation")
     # graded by the rater (the gold); the proxy then scores the same texts
     summary, samples = evaluate_policies({f"step {k}": f for k, f in folders.items()}, sentiment_reward(preset), sft,

@@ -70,7 +70,7 @@ class ClassifierSettings:
     save_steps: int = 100
     sampling: str = "group_by_length"  # batches of similar length: less padding computed (or "random")
     attention: str = "eager"  # transformers' attention implementation while training ("sdpa" or "eager")
-    # The rater judges review *openings* (prompt + 6-14 tokens) but learns from the last 256 tokens of reviews,
+    # The rater judges review *openings* (prompt + 6-14 tokens) but learns from the last tokens of reviews (256 then),
     # which leaves its verdict on short texts arbitrary: three classifiers of 85-86 % called 24 %, 49 % and 84 %
     # of the same SFT samples positive. Option (off): also train on this many openings (the first 8-24 tokens of
     # a training review, with its label). Measured with 11,000 + 11,000: fairer on openings (46 % of balanced

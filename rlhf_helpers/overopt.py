@@ -111,15 +111,16 @@ def ensure_ppo_rm(preset: Preset | None = None, force: bool = False) -> Path:
                   force=force)
 
 
-def snapshot_folders(run: str | Path, sft: str | Path) -> dict[int, Path]:
-    """``{step: folder}`` of a run's policy snapshots, step 0 being the SFT writer and the last the final policy."""
+def snapshot_folders(run: str | Path, sft: str | Path, steps: int | None = None) -> dict[int, Path]:
+    """``{step: folder}`` of a run's policy snapshots, step 0 being the SFT writer and the last the final policy
+    (at ``steps``; by default read from the run's metadata)."""
     from .models import read_meta
 
     run = Path(run)
     found = {0: Path(sft)}
     for folder in sorted((run / "snapshots").glob("step-*")):
         found[int(folder.name.split("-")[1])] = folder
-    found[int(read_meta(run)["settings"]["steps"])] = run
+    found[int(steps if steps is not None else read_meta(run)["settings"]["steps"])] = run
     return dict(sorted(found.items()))
 
 
@@ -175,8 +176,9 @@ def plot_overoptimisation(summary: pd.DataFrame, title: str | None = None):
     left.set_ylabel("reward model's mean score", color="tab:purple")
     gold.set_ylabel("rater's mean log-odds of POSITIVE", color="tab:green")
     left.set_title("proxy and gold scores")
-    fig.legend(*[sum(z, []) for z in zip(left.get_legend_handles_labels(), gold.get_legend_handles_labels())],
-               loc="lower left", bbox_to_anchor=(0.07, 0.12), fontsize=8)
+    # one legend for both scales, on the twin axes (drawn on top), where the curves start low: the upper left
+    gold.legend(*[sum(z, []) for z in zip(left.get_legend_handles_labels(), gold.get_legend_handles_labels())],
+                loc="upper left", fontsize=8)
     for col, colour, name in (("positive_fraction_rater", "tab:green", "rater (gold: made the reward model's labels)"),
                               ("positive_fraction_auditor", "tab:orange", "auditor (never trained against)")):
         right.plot(x, 100 * summary[col], "o-", color=colour, label=name)
