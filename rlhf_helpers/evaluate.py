@@ -2,6 +2,9 @@
 reward, measure KL to the SFT reference and repetition (to catch reward hacking)."""
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 from collections import Counter
 from functools import lru_cache
@@ -186,6 +189,55 @@ def paired_comparison(samples: pd.DataFrame, a: str, b: str, column: str = "posi
     return out
 
 
+CACHE_ENV = "RLHF_EVAL_CACHE"
+
+
+def _folder_digest(folder: Path) -> str:
+    """A digest of every file of a saved model (weights, config, tokenizer, metadata)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(folder)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _cache_key(m, ref, prompts, min_len, max_len, seed, batch_size, preset) -> Path | None:
+    """Where one policy's evaluation samples are kept, or None (a policy passed as an in-memory model).
+
+    The key covers everything the samples and their KL depend on: the policy's and the reference's files, the
+    prompts, lengths, seed and batch size, the torch version and thread count (float sums differ between
+    them), and the package's sampling and scoring code itself (an edited ``generation.py`` starts afresh)."""
+    if os.environ.get(CACHE_ENV, "1") == "0" or not isinstance(m, (str, Path)) or not isinstance(ref, (str, Path)):
+        return None
+    from . import generation, ppo
+
+    h = hashlib.sha256()
+    for part in (_folder_digest(Path(m)), _folder_digest(Path(ref)), "\n".join(prompts),
+                 repr((min_len, max_len, seed, batch_size)), torch.__version__, str(torch.get_num_threads())):
+        h.update(part.encode() + b"\0")
+    for source in (generation.__file__, ppo.__file__, __file__):
+        h.update(Path(source).read_bytes())
+    from .config import artifacts_home
+
+    return artifacts_home() / preset.name / "evaluations" / f"{h.hexdigest()[:32]}.json"
+
+
+def _read_cached(key: Path | None):
+    if key is None or not key.is_file():
+        return None
+    data = json.loads(key.read_text())
+    return data["texts"], np.asarray(data["kl"], dtype=np.float32)
+
+
+def _write_cached(key: Path | None, texts, kl) -> None:
+    if key is None:
+        return
+    key.parent.mkdir(parents=True, exist_ok=True)
+    tmp = key.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({"texts": list(texts), "kl": [float(x) for x in kl]}))
+    os.replace(tmp, key)  # atomic: a notebook running beside this one reads all of it or nothing
+
+
 def evaluate_policies(models: Mapping[str, object], reward, ref, prompts: Sequence[str], min_len: int,
                       max_len: int, seed: int = 0, batch_size: int = 64,
                       judges: Mapping[str, object] | None = None, preset=None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -198,24 +250,38 @@ def evaluate_policies(models: Mapping[str, object], reward, ref, prompts: Sequen
     ``{"auditor": load_auditor(preset)}``) that grade the *same* texts: each adds the summary
     columns ``reward_<name>`` and ``positive_fraction_<name>`` and the sample columns ``reward_<name>`` and
     ``positive_<name>``.
+
+    Sampling a policy and measuring its KL is the slow part, and several notebooks evaluate the same saved
+    policies on the same test prompts: each policy's texts and KL are kept under
+    ``<RLHF_HOME>/<preset>/evaluations/`` and read back when everything they depend on is unchanged (see
+    ``_cache_key``), so every notebook prints the same numbers as if it had sampled them itself.
+    ``RLHF_EVAL_CACHE=0`` turns this off. The graders always score the texts afresh.
     """
     from .config import get_preset
 
     judges = dict(judges or {})
     vocabulary = real_words(preset or get_preset())
-    ref_model, _ = load_policy(ref)
+    ref_model = None  # loaded when a policy is sampled (not at all when every evaluation is kept)
     rows, samples = [], []
     for name, m in models.items():
-        model, tok = load_policy(m)
-        queries = [torch.tensor(tok(p)["input_ids"], dtype=torch.long) for p in prompts]
-        sampler = LengthSampler(min_len, max_len, seed=seed)
-        lengths = [sampler() for _ in prompts]
-        torch.manual_seed(seed)
-        responses = generate_responses(model, tok, queries, lengths, batch_size=batch_size)
-        texts = tok.batch_decode(responses, skip_special_tokens=True)
+        key = _cache_key(m, ref, prompts, min_len, max_len, seed, batch_size, preset or get_preset())
+        cached = _read_cached(key)
+        if cached is not None:  # the same policy, reference, prompts, lengths and seed were sampled before
+            texts, kl = cached
+        else:
+            model, tok = load_policy(m)
+            if ref_model is None:
+                ref_model, _ = load_policy(ref)
+            queries = [torch.tensor(tok(p)["input_ids"], dtype=torch.long) for p in prompts]
+            sampler = LengthSampler(min_len, max_len, seed=seed)
+            lengths = [sampler() for _ in prompts]
+            torch.manual_seed(seed)
+            responses = generate_responses(model, tok, queries, lengths, batch_size=batch_size)
+            texts = tok.batch_decode(responses, skip_special_tokens=True)
+            kl = sequence_kl(model, ref_model, queries, responses, tok.pad_token_id).numpy()
+            _write_cached(key, texts, kl)
         full = [p + r for p, r in zip(prompts, texts)]
         score, positive = judge_scores(reward, full)
-        kl = sequence_kl(model, ref_model, queries, responses, tok.pad_token_id).numpy()
         row = {"model": name, "reward": score.mean(), "reward_std": score.std(),
                "positive_fraction": positive.mean(), "kl": kl.mean(), "distinct_2": distinct_n(texts, 2),
                "repetition": repetition_rate(texts), "real_words": real_word_rate(texts, vocabulary),

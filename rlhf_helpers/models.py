@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -185,9 +186,51 @@ def save_model_artifact(preset: Preset, stage: str, model, tokenizer, meta: dict
     return save_artifact(preset, stage, write, meta)
 
 
+LOCK = ".building.lock"
+
+
+@contextmanager
+def stage_lock(preset: Preset, stage: str):
+    """Hold ``stage``'s lock while it is checked and built, so that two processes (two notebooks open at once,
+    a notebook beside ``build``, or ``make run`` running two notebooks at a time) never build the same stage
+    twice or delete each other's half-written save: the second waits, then finds the stage finished.
+
+    An exclusive ``flock`` on ``<stage>/.building.lock``; the operating system releases it when the holder
+    exits, however it exits, so a killed build never leaves a stale lock. Stages lock in the order they
+    depend on each other (a stage's build only ensures the stages it is built from), so no two processes can
+    wait for each other. Where ``fcntl`` does not exist (Windows) there is no lock: run one notebook at a time.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    root = stage_dir(preset, stage)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / LOCK, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"[artifacts] '{stage}' is being built by another process (another notebook or `build`); "
+                  "waiting for it to finish ...", flush=True)
+            t0 = time.perf_counter()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            print(f"[artifacts] '{stage}' is free again after {time.perf_counter() - t0:.0f} s", flush=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure(preset: Preset, stage: str, build: Callable[[], Path], force: bool = False,
            requires: str | None = None) -> Path:
-    """Return the finished artifact folder of ``stage``, building it first if missing (or ``force``)."""
+    """Return the finished artifact folder of ``stage``, building it first if missing (or ``force``).
+    Checked and built under :func:`stage_lock`: one process builds, any other waits and then loads."""
+    with stage_lock(preset, stage):
+        return _ensure_locked(preset, stage, build, force)
+
+
+def _ensure_locked(preset: Preset, stage: str, build: Callable[[], Path], force: bool) -> Path:
     clean_partial(preset, stage)
     if is_complete(preset, stage) and not force:
         meta = read_meta(preset, stage)

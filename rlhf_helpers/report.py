@@ -67,14 +67,30 @@ def _fmt_seconds(s: float) -> str:
     return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
 
 
-def notebook_time_table(times: list[NotebookTime]) -> str:
-    """Markdown: one row per notebook plus the total."""
+def run_wall(folder: Path | str) -> tuple[float | None, int]:
+    """``(wall-clock seconds, notebooks at a time)`` of the ``make run`` that wrote ``folder``'s
+    ``timings.json`` (``(None, 1)`` when it did not record them)."""
+    path = Path(folder) / "timings.json"
+    if not path.is_file():
+        return None, 1
+    info = json.loads(path.read_text())
+    return info.get("wall_seconds"), int(info.get("jobs", 1))
+
+
+def notebook_time_table(times: list[NotebookTime], wall: float | None = None, jobs: int = 1) -> str:
+    """Markdown: one row per notebook plus the total: the sum of the notebooks' times when they ran one at a
+    time, the run's wall clock when they ran ``jobs`` at a time (each notebook's own time then includes the
+    minutes it waited for a stage another notebook was building)."""
     lines = ["| notebook | time | code cells | slowest cell |", "|---|---|---|---|"]
     for t in times:
         slow = f"`{t.slowest[0]}` {_fmt_seconds(t.slowest[1])}" if t.slowest else "-"
         lines.append(f"| {t.name} | {_fmt_seconds(t.seconds)} | {t.cells} | {slow} |")
-    total = sum(t.seconds for t in times)
-    lines.append(f"| **all** | **{_fmt_seconds(total)}** | {sum(t.cells for t in times)} | |")
+    if jobs > 1 and wall is not None:
+        lines.append(f"| **all, {jobs} at a time (wall clock)** | **{_fmt_seconds(wall)}** | "
+                     f"{sum(t.cells for t in times)} | |")
+    else:
+        total = sum(t.seconds for t in times)
+        lines.append(f"| **all** | **{_fmt_seconds(total)}** | {sum(t.cells for t in times)} | |")
     return "\n".join(lines)
 
 
