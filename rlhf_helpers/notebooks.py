@@ -6,6 +6,7 @@ them collapsed, without outputs), while ``make test`` runs them under nbval in t
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -23,15 +24,36 @@ SOLUTION_TAG = "solution"
 KERNEL_QUIET = ["--IPKernelApp.log_level=ERROR"]
 
 
-def execute_notebook(nb, folder: Path, timeout: int = 3600):
+def lower_priority(pid: int, nice: int) -> None:
+    """Give process ``pid`` the scheduling niceness ``nice`` (0 = normal, 19 = only what is left over); ignored
+    where the system refuses. Set before the process starts its worker threads, which inherit it."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, min(nice, 19))
+    except OSError:
+        pass
+
+
+def execute_notebook(nb, folder: Path, timeout: int = 3600, nice: int = 0):
     """Execute ``nb`` in place with ``folder`` as the working directory, skipping exercise solutions
-    (code cells tagged ``solution``)."""
+    (code cells tagged ``solution``). ``nice > 0`` lowers the kernel's scheduling priority (see ``run_notebooks``)."""
     from nbclient import NotebookClient
 
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", skip_cells_with_tag=SOLUTION_TAG,
                             resources={"metadata": {"path": str(folder)}}, extra_arguments=KERNEL_QUIET)
+    if nice > 0:  # once the kernel runs, before its first cell imports torch (and torch starts its threads)
+        client.on_notebook_start = lambda notebook: lower_priority(client.km.provisioner.pid, nice)
     client.execute()
     return nb
+
+
+# With two notebooks at a time, a stage that only a late notebook needs is built as soon as a slot is free, by
+# the same function the notebook calls (``build STAGE``); the notebook then loads it. 06 needs every earlier
+# notebook's models, so it starts last: its own PPO run against the reward model would otherwise train alone
+# at the very end, with nothing beside it.
+BUILD_AHEAD = {"03": ("ppo_rm",)}
+NICE_STEP = 3  # notebook NN's kernel runs at niceness 3 x NN: the earlier notebook builds what later ones wait for
 
 
 def run_notebooks(preset_name: str | None = None, out_dir: Path | None = None, timeout: int = 3600,
@@ -44,7 +66,10 @@ def run_notebooks(preset_name: str | None = None, out_dir: Path | None = None, t
     number of torch threads as alone, so every number is the same as in a one-at-a-time run; only the clock
     changes (each notebook's own time includes its waits). The kernels get ``OMP_WAIT_POLICY=PASSIVE``: an idle
     OpenMP thread sleeps instead of spinning on a core the other notebook needs (measured on 2 cores: two
-    trainings side by side took 2.07 s per step each with spinning threads, 0.35 s without).
+    trainings side by side took 2.07 s per step each with spinning threads, 0.35 s without). A later notebook's
+    kernel runs at a lower priority (niceness ``NICE_STEP`` x its number), so the stage everything waits for (the
+    writer, then the rater, then PPO) is not slowed by a later notebook's demonstrations, and the stages in
+    ``BUILD_AHEAD`` are built by ``python -m rlhf_helpers build`` in a free slot before their notebook starts.
     """
     preset = get_preset(preset_name)  # fails at once, listing the valid presets
     if jobs < 1:
@@ -67,36 +92,69 @@ def _run(preset, out_dir: Path | None, timeout: int, only: list[str] | None, job
     import nbformat
     from nbconvert import HTMLExporter
 
+    import subprocess
+
     out_dir = out_dir or project_root() / "reports"
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [p for p in notebook_paths() if not only or any(p.name.startswith(o) for o in only)]
+    work: list[Path | str] = []
+    for path in paths:
+        work.append(path)
+        if jobs > 1 and not only:
+            work += list(BUILD_AHEAD.get(path.name[:2], ()))
     wall0 = time.time()
 
-    def one(path: Path) -> tuple[str, float]:
-        print(f"[run] {path.name} (preset {preset.name}) ...", flush=True)
+    def say(line: str) -> None:  # one write per line: two notebooks' lines never run into each other
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    def nice_of(name: str) -> int:
+        return NICE_STEP * int(name[:2]) if jobs > 1 and name[:2].isdigit() else 0
+
+    def build_ahead(stage: str, after: str) -> None:
+        t0 = time.time()
+        say(f"[run] building '{stage}' ahead of the notebook that loads it ...")
+        log = out_dir / f"build_{stage}.log"
+        with log.open("w") as out:
+            proc = subprocess.run([sys.executable, "-m", "rlhf_helpers", "build", stage, "--preset", preset.name],
+                                  stdout=out, stderr=subprocess.STDOUT,
+                                  preexec_fn=(lambda: os.nice(nice_of(after))) if hasattr(os, "nice") else None)
+        if proc.returncode:  # not fatal: the notebook that needs it builds it (and shows the error, if any)
+            say(f"[run] building '{stage}' ahead failed (see {log}); its notebook will build it")
+        else:
+            say(f"[run] '{stage}' built ahead in {time.time() - t0:.0f}s")
+
+    def one(item: Path | str, previous: str = "") -> tuple[str, float] | None:
+        if isinstance(item, str):
+            build_ahead(item, previous)
+            return None
+        path = item
+        say(f"[run] {path.name} (preset {preset.name}) ...")
         nb = nbformat.read(path, as_version=4)
         t0 = time.time()
         try:
-            execute_notebook(nb, path.parent, timeout=timeout)
+            execute_notebook(nb, path.parent, timeout=timeout, nice=nice_of(path.name))
         finally:
             nbformat.write(nb, out_dir / path.name)
         seconds = time.time() - t0
         html, _ = HTMLExporter().from_notebook_node(nb)
         (out_dir / path.with_suffix(".html").name).write_text(html)
-        print(f"[run] {path.name}: {seconds:.0f}s", flush=True)
+        say(f"[run] {path.name}: {seconds:.0f}s")
         return path.name, seconds
 
     if jobs == 1:
-        timings = [one(path) for path in paths]
-    else:  # a pool takes the notebooks in order; a failure stops what has not started yet
+        timings = [one(path) for path in work]
+    else:  # a pool takes the work in order; a failure stops what has not started yet
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(one, path) for path in paths]
+            futures = [pool.submit(one, item, work[i - 1].name if i and isinstance(item, str) else "")
+                       for i, item in enumerate(work)]
             try:
                 timings = [f.result() for f in futures]
             except BaseException:
                 for f in futures:
                     f.cancel()
                 raise
+    timings = [t for t in timings if t is not None]
     wall = time.time() - wall0
     (out_dir / "timings.json").write_text(json.dumps({"preset": preset.name, "seconds": dict(timings),
                                                       "jobs": jobs, "wall_seconds": round(wall, 1)}, indent=2))

@@ -106,3 +106,18 @@ def test_kept_evaluations_equal_fresh_ones_and_follow_the_policy(stand_in_lm_dir
     changed, _ = evaluate.evaluate_policies({"p": policy}, *args, seed=3, preset=preset)
     assert calls == [1, 1], "a policy whose weights changed was read from the kept evaluation"
     assert not np.isclose(changed.loc["p", "kl"], fresh.loc["p", "kl"])
+
+
+def test_a_later_notebook_kernel_gets_a_lower_priority():
+    from rlhf_helpers.notebooks import NICE_STEP, lower_priority
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == 0
+        lower_priority(child.pid, NICE_STEP * 6)
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == 18
+        lower_priority(child.pid, 0)  # 0: left as it is
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == 18
+    finally:
+        child.kill()
+        child.wait()
