@@ -1,4 +1,5 @@
-# Two commands: `make run` (every notebook, tiny preset, executed copies + HTML in reports/)
+# Two commands: `make run` (every notebook, tiny preset, two at a time, executed copies + HTML in reports/;
+# `python -m rlhf_helpers run --jobs 1` runs them one at a time, with the same numbers)
 # and `make test` (unit tests + every notebook under nbval in the smoke preset). Both create or
 # reuse the local virtual environment .venv first.
 PYTHON ?= python3
