@@ -166,6 +166,11 @@ def _run(preset, out_dir: Path | None, timeout: int, only: list[str] | None, job
     return timings
 
 
+# A new top-level folder under the artifacts home is a stage trained by surprise, except these: "evaluations" only
+# keeps sampled test answers (evaluate.evaluate_policies), which is what a load-only pass is meant to do.
+NOT_A_STAGE = frozenset({"evaluations"})
+
+
 def _folders(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_dir()} if root.exists() else set()
 
@@ -212,9 +217,7 @@ def run_load_only(preset_name: str | None = None, out_dir: Path | None = None, t
         finally:
             nbformat.write(nb, out_dir / path.name)
         seconds = time.time() - t0
-        # a new top-level folder is a stage trained by surprise; "evaluations" only keeps sampled test answers
-        # (evaluate.evaluate_policies), which is what a load-only pass is meant to do
-        added = sorted(f for f in _folders(home) - before if "/" not in f and f != "evaluations")
+        added = sorted(f for f in _folders(home) - before if "/" not in f and f not in NOT_A_STAGE)
         rows.append({"notebook": path.name, "seconds": round(seconds, 1), "new_artifact_folders": added})
         print(f"[loadonly] {path.name}: {seconds:.0f}s" + (f"; NEW artifact folders: {added}" if added else ""),
               flush=True)
