@@ -232,10 +232,13 @@ def _read_cached(key: Path | None):
 def _write_cached(key: Path | None, texts, kl) -> None:
     if key is None:
         return
-    key.parent.mkdir(parents=True, exist_ok=True)
-    tmp = key.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"texts": list(texts), "kl": [float(x) for x in kl]}))
-    os.replace(tmp, key)  # atomic: a notebook running beside this one reads all of it or nothing
+    try:
+        key.parent.mkdir(parents=True, exist_ok=True)
+        tmp = key.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"texts": list(texts), "kl": [float(x) for x in kl]}))
+        os.replace(tmp, key)  # atomic: a notebook running beside this one reads all of it or nothing
+    except OSError:  # a read-only artifacts folder: the evaluation is simply not kept
+        pass
 
 
 def evaluate_policies(models: Mapping[str, object], reward, ref, prompts: Sequence[str], min_len: int,

@@ -198,7 +198,8 @@ def stage_lock(preset: Preset, stage: str):
     An exclusive ``flock`` on ``<stage>/.building.lock``; the operating system releases it when the holder
     exits, however it exits, so a killed build never leaves a stale lock. Stages lock in the order they
     depend on each other (a stage's build only ensures the stages it is built from), so no two processes can
-    wait for each other. Where ``fcntl`` does not exist (Windows) there is no lock: run one notebook at a time.
+    wait for each other. Where ``fcntl`` does not exist (Windows), or the lock file cannot be written (a read-only
+    artifacts folder, which can only be loaded from), there is no lock.
     """
     try:
         import fcntl
@@ -206,8 +207,13 @@ def stage_lock(preset: Preset, stage: str):
         yield
         return
     root = stage_dir(preset, stage)
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / LOCK, "w") as handle:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        handle = open(root / LOCK, "a")
+    except OSError:  # a read-only artifacts folder (a shared kit): loading needs no lock, and a build fails anyway
+        yield
+        return
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -121,3 +121,27 @@ def test_a_later_notebook_kernel_gets_a_lower_priority():
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_folder_where_no_lock_can_be_written_still_loads_and_evaluates(stand_in_lm_dir, tmp_path, monkeypatch):
+    """A read-only kit (a shared network folder) loads as before: the lock and the kept evaluations are optional.
+    Stood in for by a lock path and an evaluations path that are not writable files (tests may run as root)."""
+    import torch
+
+    from rlhf_helpers import evaluate
+    from rlhf_helpers.auditor import BagOfWordsSentiment
+    from rlhf_helpers.config import get_preset
+    from rlhf_helpers.models import LOCK, ensure, save_artifact, stage_dir
+
+    monkeypatch.setenv("RLHF_HOME", str(tmp_path))
+    preset = get_preset("smoke")
+    folder = ensure(preset, "lock_demo", lambda: save_artifact(
+        preset, "lock_demo", lambda tmp: (tmp.mkdir(), (tmp / "w.txt").write_text("z")), {}))
+    (stage_dir(preset, "lock_demo") / LOCK).unlink()
+    (stage_dir(preset, "lock_demo") / LOCK).mkdir()  # opening it for writing fails, as on a read-only folder
+    assert ensure(preset, "lock_demo", lambda: pytest.fail("rebuilt")) == folder
+    (tmp_path / "smoke" / "evaluations").write_text("not a folder")  # keeping an evaluation fails
+    scorer = BagOfWordsSentiment(["great"], torch.tensor([1.0]), 0.0)
+    summary, _ = evaluate.evaluate_policies({"p": stand_in_lm_dir}, scorer, stand_in_lm_dir, ["A film"], 2, 3,
+                                            seed=0, preset=preset)
+    assert summary.loc["p", "n"] == 1
