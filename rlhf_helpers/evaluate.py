@@ -201,25 +201,32 @@ def _folder_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def _cache_key(m, ref, prompts, min_len, max_len, seed, batch_size, preset) -> Path | None:
-    """Where one policy's evaluation samples are kept, or None (a policy passed as an in-memory model).
-
-    The key covers everything the samples and their KL depend on: the policy's and the reference's files, the
-    prompts, lengths, seed and batch size, the torch version and thread count (float sums differ between
-    them), and the package's sampling and scoring code itself (an edited ``generation.py`` starts afresh)."""
-    if os.environ.get(CACHE_ENV, "1") == "0" or not isinstance(m, (str, Path)) or not isinstance(ref, (str, Path)):
+def _shared_key(ref, prompts, min_len, max_len, seed, batch_size) -> str | None:
+    """What every policy's kept evaluation in one ``evaluate_policies`` call depends on, as a digest (None: keep
+    nothing): the reference's files, the prompts, lengths, seed and batch size, the torch version and thread
+    count (float sums differ between them), and the package's sampling and scoring code itself (an edited
+    ``generation.py`` starts afresh)."""
+    if os.environ.get(CACHE_ENV, "1") == "0" or not isinstance(ref, (str, Path)):
         return None
     from . import generation, ppo
 
     h = hashlib.sha256()
-    for part in (_folder_digest(Path(m)), _folder_digest(Path(ref)), "\n".join(prompts),
-                 repr((min_len, max_len, seed, batch_size)), torch.__version__, str(torch.get_num_threads())):
+    for part in (_folder_digest(Path(ref)), "\n".join(prompts), repr((min_len, max_len, seed, batch_size)),
+                 torch.__version__, str(torch.get_num_threads())):
         h.update(part.encode() + b"\0")
     for source in (generation.__file__, ppo.__file__, __file__):
         h.update(Path(source).read_bytes())
+    return h.hexdigest()
+
+
+def _cache_key(m, shared: str | None, preset) -> Path | None:
+    """Where the evaluation of policy ``m`` is kept, or None (keeping is off, or ``m`` is an in-memory model)."""
+    if shared is None or not isinstance(m, (str, Path)):
+        return None
     from .config import artifacts_home
 
-    return artifacts_home() / preset.name / "evaluations" / f"{h.hexdigest()[:32]}.json"
+    digest = hashlib.sha256((shared + _folder_digest(Path(m))).encode()).hexdigest()
+    return artifacts_home() / preset.name / "evaluations" / f"{digest[:32]}.json"
 
 
 def _read_cached(key: Path | None):
@@ -263,11 +270,13 @@ def evaluate_policies(models: Mapping[str, object], reward, ref, prompts: Sequen
     from .config import get_preset
 
     judges = dict(judges or {})
-    vocabulary = real_words(preset or get_preset())
+    preset = preset or get_preset()
+    vocabulary = real_words(preset)
+    shared = _shared_key(ref, prompts, min_len, max_len, seed, batch_size)
     ref_model = None  # loaded when a policy is sampled (not at all when every evaluation is kept)
     rows, samples = [], []
     for name, m in models.items():
-        key = _cache_key(m, ref, prompts, min_len, max_len, seed, batch_size, preset or get_preset())
+        key = _cache_key(m, shared, preset)
         cached = _read_cached(key)
         if cached is not None:  # the same policy, reference, prompts, lengths and seed were sampled before
             texts, kl = cached

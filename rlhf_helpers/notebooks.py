@@ -87,46 +87,45 @@ def run_notebooks(preset_name: str | None = None, out_dir: Path | None = None, t
 
 def _run(preset, out_dir: Path | None, timeout: int, only: list[str] | None, jobs: int) -> list[tuple[str, float]]:
     import json
+    import subprocess
     from concurrent.futures import ThreadPoolExecutor
 
     import nbformat
     from nbconvert import HTMLExporter
 
-    import subprocess
-
     out_dir = out_dir or project_root() / "reports"
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [p for p in notebook_paths() if not only or any(p.name.startswith(o) for o in only)]
-    work: list[Path | str] = []
+    def nice_of(name: str) -> int:
+        return NICE_STEP * int(name[:2]) if jobs > 1 and name[:2].isdigit() else 0
+
+    work: list[Path | tuple[str, int]] = []  # a notebook, or (a stage to build ahead, its process's niceness)
     for path in paths:
         work.append(path)
         if jobs > 1 and not only:
-            work += list(BUILD_AHEAD.get(path.name[:2], ()))
+            work += [(stage, nice_of(path.name)) for stage in BUILD_AHEAD.get(path.name[:2], ())]
     wall0 = time.time()
 
     def say(line: str) -> None:  # one write per line: two notebooks' lines never run into each other
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
-    def nice_of(name: str) -> int:
-        return NICE_STEP * int(name[:2]) if jobs > 1 and name[:2].isdigit() else 0
-
-    def build_ahead(stage: str, after: str) -> None:
+    def build_ahead(stage: str, nice: int) -> None:
         t0 = time.time()
         say(f"[run] building '{stage}' ahead of the notebook that loads it ...")
         log = out_dir / f"build_{stage}.log"
         with log.open("w") as out:
             proc = subprocess.run([sys.executable, "-m", "rlhf_helpers", "build", stage, "--preset", preset.name],
                                   stdout=out, stderr=subprocess.STDOUT,
-                                  preexec_fn=(lambda: os.nice(nice_of(after))) if hasattr(os, "nice") else None)
+                                  preexec_fn=(lambda: os.nice(nice)) if nice and hasattr(os, "nice") else None)
         if proc.returncode:  # not fatal: the notebook that needs it builds it (and shows the error, if any)
             say(f"[run] building '{stage}' ahead failed (see {log}); its notebook will build it")
         else:
             say(f"[run] '{stage}' built ahead in {time.time() - t0:.0f}s")
 
-    def one(item: Path | str, previous: str = "") -> tuple[str, float] | None:
-        if isinstance(item, str):
-            build_ahead(item, previous)
+    def one(item: Path | tuple[str, int]) -> tuple[str, float] | None:
+        if isinstance(item, tuple):
+            build_ahead(*item)
             return None
         path = item
         say(f"[run] {path.name} (preset {preset.name}) ...")
@@ -143,11 +142,10 @@ def _run(preset, out_dir: Path | None, timeout: int, only: list[str] | None, job
         return path.name, seconds
 
     if jobs == 1:
-        timings = [one(path) for path in work]
+        timings = [one(item) for item in work]
     else:  # a pool takes the work in order; a failure stops what has not started yet
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(one, item, work[i - 1].name if i and isinstance(item, str) else "")
-                       for i, item in enumerate(work)]
+            futures = [pool.submit(one, item) for item in work]
             try:
                 timings = [f.result() for f in futures]
             except BaseException:
