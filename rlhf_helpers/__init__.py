@@ -7,7 +7,8 @@ explicitly, e.g. ``from rlhf_helpers.ppo import PPOTrainer``.
 
 Importing the package itself loads nothing heavy (no torch, datasets or transformers), so the command line's
 ``--help``, ``presets`` and an unknown preset answer at once; the modules that load data or models call
-:func:`quiet_libraries` themselves.
+:func:`quiet_libraries` themselves. Importing it does one thing to the process: on Linux with glibc, freed
+memory stays in the process for the next training step to reuse (allocator.py; measured in docs/tuning.md).
 """
 __version__ = "0.1.0"
 
@@ -49,3 +50,7 @@ def _register_notebook_magics() -> None:
 
 
 _register_notebook_magics()
+
+from .allocator import keep_freed_memory  # noqa: E402  (light: os, sys and ctypes only)
+
+keep_freed_memory()
