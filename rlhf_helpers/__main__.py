@@ -112,7 +112,20 @@ def cmd_build(args) -> int:
     preset = get_preset(args.preset)
     builders = _stage_builders()
     print(builders[args.stage](preset, force=args.force))
+    _print_peak_memory(f"build {args.stage}")
     return 0
+
+
+def _print_peak_memory(what: str) -> None:
+    """One line with this process's resident peak, where the system reports it (a teacher sizing machines)."""
+    try:
+        import resource
+
+        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux (bytes on macOS: not shown)
+    except (ImportError, OSError):
+        return
+    if sys.platform.startswith("linux") and peak_kib:
+        print(f"[{what}] peak memory {peak_kib / 1024:,.0f} MiB (resident)")
 
 
 def cmd_build_all(args) -> int:
@@ -155,6 +168,7 @@ def cmd_build_all(args) -> int:
     bar.close()
     print(f"built {len(seconds)} artifacts in {time.time() - start:.0f} s: "
           + ", ".join(f"{n} {s:.0f} s" for n, s in seconds.items()))
+    _print_peak_memory("build all")
     print(f"all {len(plan)} artifacts are in {folder}; check a machine with "
           f"`python -m rlhf_helpers doctor --preset {preset.name}`")
     return 0
@@ -201,7 +215,8 @@ def cmd_report(args) -> int:
     notebooks in reports/, the held-out comparison, and every quality bar marked met / not met."""
     from .config import get_preset, project_root
     from .models import is_complete, read_meta
-    from .report import notebook_time_table, notebook_times, quality_bar_table, quality_bars, run_wall
+    from .report import (notebook_time_table, notebook_times, quality_bar_table, quality_bars, run_peaks,
+                         run_wall)
 
     preset = get_preset(args.preset)
     headline = {"sft": ("held_out_perplexity", "held-out perplexity"),
@@ -231,7 +246,8 @@ def cmd_report(args) -> int:
                  "start to last cell's end, kernel start-up not included"
                  + (f"; {jobs} notebooks ran at a time, so a notebook's time includes its waits for a stage "
                     "another notebook was building, and the total is the run's wall clock, kernel start-ups "
-                    "included" if jobs > 1 else "") + ")\n\n" + notebook_time_table(times, wall, jobs) + "\n")
+                    "included" if jobs > 1 else "") + ")\n\n" + notebook_time_table(times, wall, jobs, run_peaks(reports))
+                 + "\n")
     else:
         text += f"\n(no executed notebooks in {reports}: run `make run` first for the per-notebook times)\n"
 

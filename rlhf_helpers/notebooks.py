@@ -35,17 +35,43 @@ def lower_priority(pid: int, nice: int) -> None:
         pass
 
 
-def execute_notebook(nb, folder: Path, timeout: int = 3600, nice: int = 0):
+def peak_memory_mib(pid: int) -> float | None:
+    """The most memory process ``pid`` has held so far (its resident peak, ``VmHWM``), in MiB; None where
+    ``/proc`` does not say (not Linux, or the process is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def execute_notebook(nb, folder: Path, timeout: int = 3600, nice: int = 0, stats: dict | None = None):
     """Execute ``nb`` in place with ``folder`` as the working directory, skipping exercise solutions
-    (code cells tagged ``solution``). ``nice > 0`` lowers the kernel's scheduling priority (see ``run_notebooks``)."""
+    (code cells tagged ``solution``). ``nice > 0`` lowers the kernel's scheduling priority (see ``run_notebooks``).
+    A ``stats`` dict receives ``peak_memory_mib``: the kernel's resident peak, read after each cell (Linux)."""
     from nbclient import NotebookClient
 
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", skip_cells_with_tag=SOLUTION_TAG,
                             resources={"metadata": {"path": str(folder)}}, extra_arguments=KERNEL_QUIET)
     if nice > 0:  # once the kernel runs, before its first cell imports torch (and torch starts its threads)
         client.on_notebook_start = lambda notebook: lower_priority(client.km.provisioner.pid, nice)
+    if stats is not None:
+        track_peak_memory(client, stats)
     client.execute()
     return nb
+
+
+def track_peak_memory(client, stats: dict) -> None:
+    """After each cell of ``client`` (an nbclient NotebookClient), keep its kernel's resident peak in
+    ``stats["peak_memory_mib"]``."""
+    def after_cell(**_) -> None:
+        peak = peak_memory_mib(client.km.provisioner.pid)
+        if peak is not None:
+            stats["peak_memory_mib"] = max(peak, stats.get("peak_memory_mib", 0.0))
+
+    client.on_cell_executed = after_cell
 
 
 # With two notebooks at a time, a stage that only a late notebook needs is built as soon as a slot is free, by
@@ -105,6 +131,7 @@ def _run(preset, out_dir: Path | None, timeout: int, only: list[str] | None, job
         if jobs > 1 and not only:
             work += [(stage, nice_of(path.name)) for stage in BUILD_AHEAD.get(path.name[:2], ())]
     wall0 = time.time()
+    peaks: dict[str, int] = {}  # each kernel's resident peak (MiB)
 
     def say(line: str) -> None:  # one write per line: two notebooks' lines never run into each other
         sys.stdout.write(line + "\n")
@@ -131,11 +158,14 @@ def _run(preset, out_dir: Path | None, timeout: int, only: list[str] | None, job
         say(f"[run] {path.name} (preset {preset.name}) ...")
         nb = nbformat.read(path, as_version=4)
         t0 = time.time()
+        stats: dict = {}
         try:
-            execute_notebook(nb, path.parent, timeout=timeout, nice=nice_of(path.name))
+            execute_notebook(nb, path.parent, timeout=timeout, nice=nice_of(path.name), stats=stats)
         finally:
             nbformat.write(nb, out_dir / path.name)
         seconds = time.time() - t0
+        if "peak_memory_mib" in stats:
+            peaks[path.name] = round(stats["peak_memory_mib"])
         html, _ = HTMLExporter().from_notebook_node(nb)
         (out_dir / path.with_suffix(".html").name).write_text(html)
         say(f"[run] {path.name}: {seconds:.0f}s")
@@ -155,7 +185,8 @@ def _run(preset, out_dir: Path | None, timeout: int, only: list[str] | None, job
     timings = [t for t in timings if t is not None]
     wall = time.time() - wall0
     (out_dir / "timings.json").write_text(json.dumps({"preset": preset.name, "seconds": dict(timings),
-                                                      "jobs": jobs, "wall_seconds": round(wall, 1)}, indent=2))
+                                                      "jobs": jobs, "wall_seconds": round(wall, 1),
+                                                      "peak_memory_mib": peaks}, indent=2))
     rows = "".join(f'<li><a href="{n.replace(".ipynb", ".html")}">{n}</a> ({s:.0f} s)</li>' for n, s in timings)
     (out_dir / "index.html").write_text(
         f"<html><body><h1>rlhf-notebooks: executed in preset {preset.name}</h1><ul>{rows}</ul>"
@@ -209,14 +240,18 @@ def run_load_only(preset_name: str | None = None, out_dir: Path | None = None, t
         nb = nbformat.read(path, as_version=4)
         print(f"[loadonly] {path.name} (preset {preset.name}, solutions off) ...", flush=True)
         t0 = time.time()
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", extra_arguments=KERNEL_QUIET,
+                                resources={"metadata": {"path": str(path.parent)}})
+        stats: dict = {}
+        track_peak_memory(client, stats)
         try:
-            NotebookClient(nb, timeout=timeout, kernel_name="python3", extra_arguments=KERNEL_QUIET,
-                           resources={"metadata": {"path": str(path.parent)}}).execute()
+            client.execute()
         finally:
             nbformat.write(nb, out_dir / path.name)
         seconds = time.time() - t0
         added = sorted(f for f in _folders(home) - before if "/" not in f and f not in NOT_A_STAGE)
-        rows.append({"notebook": path.name, "seconds": round(seconds, 1), "new_artifact_folders": added})
+        rows.append({"notebook": path.name, "seconds": round(seconds, 1), "new_artifact_folders": added,
+                     "peak_memory_mib": round(stats["peak_memory_mib"]) if "peak_memory_mib" in stats else None})
         print(f"[loadonly] {path.name}: {seconds:.0f}s" + (f"; NEW artifact folders: {added}" if added else ""),
               flush=True)
     (out_dir / "loadonly.json").write_text(json.dumps({"preset": preset.name, "rows": rows}, indent=2))
@@ -225,15 +260,17 @@ def run_load_only(preset_name: str | None = None, out_dir: Path | None = None, t
 
 def load_only_table(rows: list[dict], preset_name: str, words: dict[str, dict] | None = None) -> str:
     """Markdown: per notebook, the measured Run All wait and (when given) the main body's reading time."""
-    lines = ["| notebook | Run All after `build all` (measured) | main-body words | reading at 230 words/min | "
-             "new artifact folders |", "|---|---|---|---|---|"]
+    lines = ["| notebook | Run All after `build all` (measured) | kernel's peak memory | main-body words | "
+             "reading at 230 words/min | new artifact folders |", "|---|---|---|---|---|---|"]
     total = 0.0
     for r in rows:
         w = (words or {}).get(r["notebook"], {}).get("main body")
         total += r["seconds"]
-        lines.append(f"| {r['notebook']} | {r['seconds']:.0f} s | {w if w is not None else '—'} | "
-                     f"{'%.1f min' % (w / 230) if w is not None else '—'} | {', '.join(r['new_artifact_folders']) or 'none'} |")
-    lines.append(f"| **all** | **{total / 60:.1f} min** | | | |")
+        peak = r.get("peak_memory_mib")
+        lines.append(f"| {r['notebook']} | {r['seconds']:.0f} s | {f'{peak / 1024:.1f} GiB' if peak else '—'} | "
+                     f"{w if w is not None else '—'} | {'%.1f min' % (w / 230) if w is not None else '—'} | "
+                     f"{', '.join(r['new_artifact_folders']) or 'none'} |")
+    lines.append(f"| **all** | **{total / 60:.1f} min** | | | | |")
     machine = f"{os.cpu_count()} CPU cores"
     return (f"Preset `{preset_name}`, {machine}, {time.strftime('%Y-%m-%d')}; measured by "
             f"`python -m rlhf_helpers loadonly --preset {preset_name}`.\n\n" + "\n".join(lines) + "\n")

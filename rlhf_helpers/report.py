@@ -77,20 +77,36 @@ def run_wall(folder: Path | str) -> tuple[float | None, int]:
     return info.get("wall_seconds"), int(info.get("jobs", 1))
 
 
-def notebook_time_table(times: list[NotebookTime], wall: float | None = None, jobs: int = 1) -> str:
+def run_peaks(folder: Path | str) -> dict[str, float]:
+    """Each notebook's kernel's resident peak (MiB), keyed by notebook stem, from ``timings.json`` (empty when the
+    run did not record it)."""
+    path = Path(folder) / "timings.json"
+    if not path.is_file():
+        return {}
+    return {Path(name).stem: mib for name, mib in json.loads(path.read_text()).get("peak_memory_mib", {}).items()}
+
+
+def notebook_time_table(times: list[NotebookTime], wall: float | None = None, jobs: int = 1,
+                        peaks: Mapping[str, float] | None = None) -> str:
     """Markdown: one row per notebook plus the total: the sum of the notebooks' times when they ran one at a
     time, the run's wall clock when they ran ``jobs`` at a time (each notebook's own time then includes the
-    minutes it waited for a stage another notebook was building)."""
-    lines = ["| notebook | time | code cells | slowest cell |", "|---|---|---|---|"]
+    minutes it waited for a stage another notebook was building). With ``peaks`` (MiB by notebook), a column
+    of each kernel's peak memory."""
+    mem = bool(peaks)
+    lines = ["| notebook | time | code cells | slowest cell |" + (" kernel's peak memory |" if mem else ""),
+             "|---|---|---|---|" + ("---|" if mem else "")]
     for t in times:
         slow = f"`{t.slowest[0]}` {_fmt_seconds(t.slowest[1])}" if t.slowest else "-"
-        lines.append(f"| {t.name} | {_fmt_seconds(t.seconds)} | {t.cells} | {slow} |")
+        peak = (peaks or {}).get(t.name)
+        lines.append(f"| {t.name} | {_fmt_seconds(t.seconds)} | {t.cells} | {slow} |"
+                     + (f" {peak / 1024:.1f} GiB |" if peak else " - |" if mem else ""))
+    tail = " |" if mem else ""
     if jobs > 1 and wall is not None:
         lines.append(f"| **all, {jobs} at a time (wall clock)** | **{_fmt_seconds(wall)}** | "
-                     f"{sum(t.cells for t in times)} | |")
+                     f"{sum(t.cells for t in times)} | |" + tail)
     else:
         total = sum(t.seconds for t in times)
-        lines.append(f"| **all** | **{_fmt_seconds(total)}** | {sum(t.cells for t in times)} | |")
+        lines.append(f"| **all** | **{_fmt_seconds(total)}** | {sum(t.cells for t in times)} | |" + tail)
     return "\n".join(lines)
 
 

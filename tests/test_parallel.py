@@ -145,3 +145,16 @@ def test_a_folder_where_no_lock_can_be_written_still_loads_and_evaluates(stand_i
     summary, _ = evaluate.evaluate_policies({"p": stand_in_lm_dir}, scorer, stand_in_lm_dir, ["A film"], 2, 3,
                                             seed=0, preset=preset)
     assert summary.loc["p", "n"] == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="the peak is read from /proc (Linux)")
+def test_a_kernels_peak_memory_is_recorded(tmp_path):
+    import nbformat
+
+    from rlhf_helpers.notebooks import execute_notebook
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("block = bytearray(300 << 20)\nblock[::4096] = b'x' * len(block[::4096])"),
+                                         nbformat.v4.new_code_cell("del block")])
+    stats: dict = {}
+    execute_notebook(nb, tmp_path, timeout=120, stats=stats)
+    assert 300 <= stats["peak_memory_mib"] < 2000  # the 300 MiB block plus the kernel itself

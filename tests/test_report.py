@@ -88,3 +88,14 @@ def test_report_command_reads_notebook_times(tmp_path):
     assert main(["report", "--preset", "smoke", "--no-eval", "--reports", str(reports), "--out", str(out)]) == 0
     text = out.read_text()
     assert "| 01_sft | 3.0 min | 1 |" in text and "### Quality bars" in text
+
+
+def test_kernel_peak_memory_column_from_timings(tmp_path):
+    _nb(tmp_path / "01_sft.ipynb", [("a = 1", "2026-11-28T10:02:00Z", "2026-11-28T10:02:10Z")])
+    (tmp_path / "timings.json").write_text(json.dumps({"jobs": 2, "wall_seconds": 10.0,
+                                                       "peak_memory_mib": {"01_sft.ipynb": 2560}}))
+    from rlhf_helpers.report import run_peaks
+
+    table = notebook_time_table(notebook_times(tmp_path), 10.0, 2, run_peaks(tmp_path))
+    assert "kernel's peak memory" in table and "| 01_sft | 10 s | 1 | `a = 1` 10 s | 2.5 GiB |" in table
+    assert "peak memory" not in notebook_time_table(notebook_times(tmp_path))  # older runs: no column
