@@ -1,5 +1,5 @@
-# Two commands: `make run` (every notebook, tiny preset, two at a time, executed copies + HTML in reports/;
-# `python -m rlhf_helpers run --jobs 1` runs them one at a time, with the same numbers)
+# Two commands: `make run` (every notebook, tiny preset, one at a time, executed copies + HTML in reports/;
+# `python -m rlhf_helpers run --jobs 2` runs two at a time, with the same numbers: docs/tuning.md, round 9)
 # and `make test` (unit tests + every notebook under nbval in the smoke preset). Both create or
 # reuse the local virtual environment .venv first.
 PYTHON ?= python3

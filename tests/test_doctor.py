@@ -112,6 +112,15 @@ def test_too_little_memory_fails(monkeypatch, empty_home):
     assert mem.status == "FAIL" and "Shut Down" in mem.fix
 
 
+def test_building_needs_more_memory_than_loading(monkeypatch, empty_home):
+    # tiny's rater build peaks at 3.3-3.7 GiB (docs/tuning.md, round 9): 3 GiB available is enough to load every
+    # model, not to train them from nothing
+    monkeypatch.setattr(doctor, "available_memory", lambda: 3 * 2**30)
+    (mem,) = _by_check(doctor.diagnose("tiny"), "memory")  # nothing built in empty_home
+    assert mem.status == "FAIL" and "to build" in mem.detail and "build all" in mem.fix
+    assert doctor.check_memory(get_preset("tiny"), missing=False).status == "ok"
+
+
 def test_read_only_artifacts_folder_fails(monkeypatch, empty_home):
     def refuse(**kwargs):
         raise PermissionError("read-only file system")

@@ -22,7 +22,7 @@ def site(tmp_path_factory):
     from rlhf_helpers.notebooks import notebook_paths, run_notebooks
 
     executed = tmp_path_factory.mktemp("executed")
-    run_notebooks("smoke", out_dir=executed, timeout=900, jobs=2)  # as `make run`: two at a time
+    run_notebooks("smoke", out_dir=executed, timeout=900, jobs=2)  # `run --jobs 2`: the lock and the pool under test
     sys.path.insert(0, str(ROOT / "docs" / "site"))
     try:
         import build as site_build
