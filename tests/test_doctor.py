@@ -113,8 +113,8 @@ def test_too_little_memory_fails(monkeypatch, empty_home):
 
 
 def test_building_needs_more_memory_than_loading(monkeypatch, empty_home):
-    # tiny's rater build peaks at 3.3-3.7 GiB (docs/tuning.md, round 9): 3 GiB available is enough to load every
-    # model, not to train them from nothing
+    # tiny's rater build peaks at 3.3-3.7 GiB and `build all` at 4.6 GiB (docs/tuning.md, round 9): 3 GiB available
+    # is enough to load every model, not to train them from nothing
     monkeypatch.setattr(doctor, "available_memory", lambda: 3 * 2**30)
     (mem,) = _by_check(doctor.diagnose("tiny"), "memory")  # nothing built in empty_home
     assert mem.status == "FAIL" and "to build" in mem.detail and "build all" in mem.fix
