@@ -246,8 +246,8 @@ def cmd_report(args) -> int:
                  "start to last cell's end, kernel start-up not included"
                  + (f"; {jobs} notebooks ran at a time, so a notebook's time includes its waits for a stage "
                     "another notebook was building, and the total is the run's wall clock, kernel start-ups "
-                    "included" if jobs > 1 else "") + ")\n\n" + notebook_time_table(times, wall, jobs, run_peaks(reports))
-                 + "\n")
+                    "included" if jobs > 1 else "") + ")\n\n"
+                 + notebook_time_table(times, wall, jobs, run_peaks(reports)) + "\n")
     else:
         text += f"\n(no executed notebooks in {reports}: run `make run` first for the per-notebook times)\n"
 

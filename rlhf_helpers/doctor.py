@@ -468,7 +468,8 @@ def diagnose(preset_name: str | None = None, python_version: Sequence[int] | Non
     if drift is not None:
         findings.append(drift)
     missing = artifacts.status != "ok"
-    findings += [check_disk(preset, home, missing=missing), check_memory(preset, missing=missing), check_writable(home)]
+    findings += [check_disk(preset, home, missing=missing), check_memory(preset, missing=missing),
+                 check_writable(home)]
     findings += check_kernel()
     return findings
 
