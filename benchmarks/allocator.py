@@ -20,8 +20,7 @@ import time
 
 
 def worker() -> None:
-    import rlhf_helpers
-    from rlhf_helpers.allocator import keep_freed_memory
+    from rlhf_helpers.allocator import keep_freed_memory  # importing the package applies it (unless switched off)
 
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel

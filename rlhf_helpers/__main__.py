@@ -117,15 +117,13 @@ def cmd_build(args) -> int:
 
 
 def _print_peak_memory(what: str) -> None:
-    """One line with this process's resident peak, where the system reports it (a teacher sizing machines)."""
-    try:
-        import resource
+    """One line with this process's resident peak, where the system reports it (a teacher sizing machines);
+    read the way ``make run`` reads each kernel's (``notebooks.peak_memory_mib``)."""
+    from .notebooks import peak_memory_mib
 
-        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux (bytes on macOS: not shown)
-    except (ImportError, OSError):
-        return
-    if sys.platform.startswith("linux") and peak_kib:
-        print(f"[{what}] peak memory {peak_kib / 1024:,.0f} MiB (resident)")
+    peak = peak_memory_mib(os.getpid())
+    if peak:
+        print(f"[{what}] peak memory {peak:,.0f} MiB (resident)")
 
 
 def cmd_build_all(args) -> int:

@@ -67,23 +67,23 @@ def _fmt_seconds(s: float) -> str:
     return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
 
 
+def _timings(folder: Path | str) -> dict:
+    """What the ``make run`` that wrote ``folder`` recorded in its ``timings.json`` (empty when there is none)."""
+    path = Path(folder) / "timings.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def run_wall(folder: Path | str) -> tuple[float | None, int]:
     """``(wall-clock seconds, notebooks at a time)`` of the ``make run`` that wrote ``folder``'s
     ``timings.json`` (``(None, 1)`` when it did not record them)."""
-    path = Path(folder) / "timings.json"
-    if not path.is_file():
-        return None, 1
-    info = json.loads(path.read_text())
+    info = _timings(folder)
     return info.get("wall_seconds"), int(info.get("jobs", 1))
 
 
 def run_peaks(folder: Path | str) -> dict[str, float]:
     """Each notebook's kernel's resident peak (MiB), keyed by notebook stem, from ``timings.json`` (empty when the
     run did not record it)."""
-    path = Path(folder) / "timings.json"
-    if not path.is_file():
-        return {}
-    return {Path(name).stem: mib for name, mib in json.loads(path.read_text()).get("peak_memory_mib", {}).items()}
+    return {Path(name).stem: mib for name, mib in _timings(folder).get("peak_memory_mib", {}).items()}
 
 
 def notebook_time_table(times: list[NotebookTime], wall: float | None = None, jobs: int = 1,
