@@ -100,6 +100,8 @@ class RewardModelSettings:
     learning_rate: float = 5e-4
     max_length: int = 64
     save_steps: int = 100
+    init: str = "sft"  # "sft": start from the SFT policy (InstructGPT); "scratch": the same architecture, random weights
+    train_pairs: int | None = None  # None: every train pair; a number: the first that many after a seeded shuffle
 
 
 @dataclass(frozen=True)

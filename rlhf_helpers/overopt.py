@@ -100,15 +100,22 @@ def ensure_ppo_rm(preset: Preset | None = None, force: bool = False) -> Path:
     """PPO against the reward model (step 3 of the full recipe), a weak fixed KL penalty, snapshots along the
     run for the over-optimisation curve (``overopt`` settings)."""
     from .models import ensure
-    from .ppo import ppo_config_for
 
     preset = preset or get_preset()
     o = preset.overopt
-    cfg = replace(ppo_config_for(preset), init_kl_coef=o.kl_coef, adaptive_kl=False, reward_norm=True,
-                  batch_size=o.batch_size, mini_batch_size=o.mini_batch_size)
-    return ensure(preset, "ppo_rm",
-                  lambda: _train_stage(preset, "ppo_rm", reward_model_scorer(preset), cfg, o.steps, o.snapshots),
-                  force=force)
+    return ensure(preset, "ppo_rm", lambda: _train_stage(preset, "ppo_rm", reward_model_scorer(preset),
+                                                         _rm_ppo_config(preset), o.steps, o.snapshots), force=force)
+
+
+def _rm_ppo_config(preset: Preset, kl_coef: float | None = None, learning_rate: float | None = None):
+    """The PPO settings of a run against a reward model: the preset's PPO with a fixed KL coefficient
+    (``overopt.kl_coef`` unless given) and the ``overopt`` batch sizes."""
+    from .ppo import ppo_config_for
+
+    o, base = preset.overopt, ppo_config_for(preset)
+    return replace(base, init_kl_coef=o.kl_coef if kl_coef is None else kl_coef, adaptive_kl=False, reward_norm=True,
+                   batch_size=o.batch_size, mini_batch_size=o.mini_batch_size,
+                   learning_rate=base.learning_rate if learning_rate is None else learning_rate)
 
 
 def snapshot_folders(run: str | Path, sft: str | Path, steps: int | None = None) -> dict[int, Path]:
@@ -145,6 +152,78 @@ def overoptimisation_table(preset: Preset | None = None, n_prompts: int | None =
     summary.insert(0, "step", list(folders))
     summary["sqrt_kl"] = np.sqrt(summary["kl"].clip(lower=0))
     return summary.drop(columns=["positive_fraction", "positive_fraction_lo", "positive_fraction_hi"]), samples
+
+
+def proxy_trial(preset: Preset | None = None, *, init: str = "sft", train_pairs: int | None = None,
+                rm_steps: int | None = None, kl_coef: float | None = None, learning_rate: float | None = None,
+                steps: int | None = None, snapshots: int | None = None, n_prompts: int = 320,
+                split: str = "validation") -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Your own proxy-versus-gold run: PPO against a reward model trained with other settings than notebook 02's,
+    graded along the run by that reward model (the proxy) and the rater (the gold), on ``split`` prompts
+    (validation by default: a trial should choose nothing by the test set). The auditor is not read.
+
+    * the proxy: ``init`` ("sft": started from the SFT writer, as in notebook 02; "scratch": the same architecture
+      from random weights, another body with other errors), ``train_pairs`` (the first that many comparisons after
+      a seeded shuffle; None: all) and ``rm_steps`` (None: the preset's). Kept as its own artifact,
+      ``reward_model_<init>_<pairs>_<steps>``, beside notebook 02's reward model, which it never replaces;
+      with every setting at the preset's, notebook 02's reward model is used.
+    * the PPO run: ``kl_coef`` (fixed; None: ``overopt.kl_coef``; 0 is no leash), ``learning_rate``, ``steps`` and
+      ``snapshots`` (None: the ``overopt`` settings). It lives in a temporary folder and is deleted afterwards.
+
+    Returns ``(summary, samples, info)``: the summary and samples as :func:`overoptimisation_table` gives them,
+    without the auditor; ``info`` holds the proxy's held-out pairwise accuracy, its comparisons and the run's
+    training seconds.
+    """
+    import tempfile
+
+    from .data import load_imdb, make_prompts
+    from .evaluate import evaluate_policies, heldout_prompts
+    from .models import ensure, load_tokenizer, read_meta
+    from .ppo import train_ppo
+    from .rater import sentiment_reward
+    from .reward_model import ensure_reward_model, train_reward_model
+    from .sft import ensure_sft
+
+    preset = preset or get_preset()
+    if init not in ("sft", "scratch"):
+        raise ValueError(f"init must be 'sft' (start from the SFT writer) or 'scratch' (random weights), not {init!r}")
+    if train_pairs is not None and train_pairs < 2:
+        raise ValueError(f"train_pairs={train_pairs}: a reward model needs at least 2 comparisons; use None for all")
+    r = replace(preset.reward_model, init=init, train_pairs=train_pairs,
+                max_steps=preset.reward_model.max_steps if rm_steps is None else rm_steps)
+    variant = preset.replace(reward_model=r)
+    if r == preset.reward_model:
+        folder = ensure_reward_model(preset)
+    else:
+        stage = f"reward_model_{init}_{train_pairs or 'all'}_{r.max_steps}"
+        folder = ensure(variant, stage, lambda: train_reward_model(variant, stage=stage))
+    proxy = RewardModelScorer(folder, max_length=r.max_length)
+    o = preset.overopt
+    steps, snapshots = steps or o.steps, snapshots or o.snapshots
+    cfg = _rm_ppo_config(preset, kl_coef, learning_rate)
+    sft = ensure_sft(preset)
+    tok = load_tokenizer(sft)
+    train_prompts = make_prompts(load_imdb(preset)["train"], tok, seed=preset.seed)["prompt"]
+    with tempfile.TemporaryDirectory(prefix="proxy-trial-") as work:
+        t0 = time.time()
+        train_ppo(sft, proxy, train_prompts, cfg, steps, preset.ppo.min_len, preset.ppo.max_len, Path(work),
+                  save_every=0, snapshot_every=max(1, steps // snapshots))
+        seconds = time.time() - t0
+        folders = snapshot_folders(work, sft, steps)
+        prompts = heldout_prompts(preset, tok, n_prompts, split=split)
+        summary, samples = evaluate_policies({f"step {k}": f for k, f in folders.items()}, proxy, sft, prompts,
+                                             preset.ppo.min_len, preset.ppo.max_len, seed=preset.seed,
+                                             judges={"rater": sentiment_reward(preset)}, preset=preset)
+    summary = summary.rename(columns={"reward": "proxy", "reward_lo": "proxy_lo", "reward_hi": "proxy_hi"})
+    summary.insert(0, "step", list(folders))
+    summary["sqrt_kl"] = np.sqrt(summary["kl"].clip(lower=0))
+    metrics = read_meta(folder)["metrics"]
+    info = {"init": init, "train_pairs": metrics["train_pairs"], "rm_steps": r.max_steps,
+            "rm_heldout_accuracy": metrics["heldout_pairwise_accuracy"], "kl_coef": cfg.init_kl_coef,
+            "learning_rate": cfg.learning_rate, "steps": steps, "batch_size": cfg.batch_size,
+            "mini_batch_size": cfg.mini_batch_size, "train_seconds": round(seconds, 1), "split": split,
+            "prompts": len(prompts)}
+    return summary.drop(columns=["positive_fraction", "positive_fraction_lo", "positive_fraction_hi"]), samples, info
 
 
 def gold_peak(summary: pd.DataFrame) -> dict[str, float]:
@@ -197,4 +276,4 @@ def plot_overoptimisation(summary: pd.DataFrame, title: str | None = None):
 
 
 __all__ = ["RewardModelScorer", "ensure_ppo_beta0", "ensure_ppo_rm", "gold_peak", "overoptimisation_table",
-           "plot_overoptimisation", "reward_model_scorer", "snapshot_folders"]
+           "plot_overoptimisation", "proxy_trial", "reward_model_scorer", "snapshot_folders"]

@@ -43,8 +43,9 @@ def pairwise_accuracy(model, tokenizer, pairs, max_length: int = 64) -> float:
     return (chosen > rejected).float().mean().item()
 
 
-def train_reward_model(preset: Preset | None = None, resume: bool = True) -> Path:
-    """A one-output sequence classifier, started from the SFT policy, trained on the pairs with TRL."""
+def train_reward_model(preset: Preset | None = None, resume: bool = True, stage: str = "reward_model") -> Path:
+    """A one-output sequence classifier, started from the SFT policy (``reward_model.init``), trained on the pairs
+    with TRL and saved as the artifact ``stage`` (another name keeps a variant beside notebook 02's)."""
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
@@ -56,9 +57,16 @@ def train_reward_model(preset: Preset | None = None, resume: bool = True) -> Pat
     tokenizer = load_tokenizer(sft_path)
     if len(pairs["train"]) == 0:
         raise ValueError("no comparison pairs passed the margin; lower pairs.margin or sample more prompts")
-    model = AutoModelForSequenceClassification.from_pretrained(str(sft_path), num_labels=1, use_safetensors=True)
+    if r.init == "sft":
+        model = AutoModelForSequenceClassification.from_pretrained(str(sft_path), num_labels=1, use_safetensors=True)
+    elif r.init == "scratch":
+        from transformers import AutoConfig
+
+        model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(str(sft_path), num_labels=1))
+    else:
+        raise ValueError(f"reward_model.init must be 'sft' or 'scratch', not {r.init!r}")
     model.config.pad_token_id = tokenizer.pad_token_id
-    ckpts = checkpoint_dir(preset, "reward_model")
+    ckpts = checkpoint_dir(preset, stage)
     args = RewardConfig(
         output_dir=str(ckpts), max_steps=r.max_steps, per_device_train_batch_size=r.batch_size,
         learning_rate=r.learning_rate, max_length=r.max_length, logging_steps=max(1, min(10, r.max_steps // 10)),
@@ -66,6 +74,8 @@ def train_reward_model(preset: Preset | None = None, resume: bool = True) -> Pat
         **trainer_defaults(preset, mixed_precision=True),
     )
     train = pairs["train"].select_columns(["prompt", "chosen", "rejected"])
+    if r.train_pairs is not None:
+        train = train.shuffle(seed=preset.seed).select(range(min(r.train_pairs, len(train))))
     trainer = RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
     print(f"[reward model] precision: {precision_label(mixed_precision=True)}")
     resume_from = last_checkpoint(ckpts) if resume else None
@@ -75,12 +85,12 @@ def train_reward_model(preset: Preset | None = None, resume: bool = True) -> Pat
     model = trainer.model.eval()
     acc = pairwise_accuracy(model, tokenizer, pairs["test"], r.max_length) if len(pairs["test"]) else float("nan")
     meta = {"settings": r.__dict__, "tokenizer": tokenizer_fingerprint(tokenizer),
-            "metrics": {"heldout_pairwise_accuracy": acc, "train_pairs": len(pairs["train"]),
+            "metrics": {"heldout_pairwise_accuracy": acc, "train_pairs": len(train),
                         "test_pairs": len(pairs["test"]), "train_seconds": round(seconds, 1),
                         "resumed_from": resume_from},
             "log_history": trainer_log(trainer)}
 
-    path = save_model_artifact(preset, "reward_model", model, tokenizer, meta)
+    path = save_model_artifact(preset, stage, model, tokenizer, meta)
     print(f"[reward model] held-out pairwise accuracy {acc:.1%}; trained in {seconds:.0f}s")
     return path
 
