@@ -55,3 +55,54 @@ def test_gold_peak_finds_the_peak_and_what_followed():
     peak = gold_peak(summary)
     assert peak["peak_step"] == 20 and peak["last_gold"] == 2.1 and peak["proxy_last"] > peak["proxy_at_peak"]
     assert peak["peak_positive"] == 0.9 and peak["last_positive"] == 0.95
+
+
+def test_proxy_trial_trains_its_own_proxy_and_leaves_notebook_02s_alone(smoke, monkeypatch):
+    """A learner's proxy (random weights, fewer comparisons) is a separate artifact: notebook 02's reward model
+    keeps its files, the variant's body really starts from random weights, and the auditor is never read."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    import rlhf_helpers.auditor
+    from rlhf_helpers.models import model_dir, read_meta
+    from rlhf_helpers.overopt import proxy_trial
+    from rlhf_helpers.reward_model import ensure_reward_model
+    from rlhf_helpers.sft import ensure_sft
+
+    main = ensure_reward_model(smoke) / "model.safetensors"
+    before = hashlib.sha256(main.read_bytes()).hexdigest()
+
+    def no_auditor(*args, **kwargs):
+        raise AssertionError("a proxy trial read the auditor")
+
+    monkeypatch.setattr(rlhf_helpers.auditor, "load_auditor", no_auditor)
+    summary, samples, info = proxy_trial(smoke, init="scratch", train_pairs=4, kl_coef=0.0, steps=4, snapshots=2,
+                                         n_prompts=6)
+    assert hashlib.sha256(main.read_bytes()).hexdigest() == before
+    variant = model_dir(smoke, f"reward_model_scratch_4_{smoke.reward_model.max_steps}")
+    assert read_meta(variant)["metrics"]["train_pairs"] == 4 and info["train_pairs"] == 4
+    assert info["split"] == "validation" and info["kl_coef"] == 0.0
+    # the same trial started from the SFT writer: same data and seed, so only the start differs
+    proxy_trial(smoke, init="sft", train_pairs=4, kl_coef=0.0, steps=4, snapshots=2, n_prompts=6)
+    sft = load_file(str(ensure_sft(smoke) / "model.safetensors"))
+    distance = {}
+    for start in ("scratch", "sft"):
+        mine = load_file(str(model_dir(smoke, f"reward_model_{start}_4_{smoke.reward_model.max_steps}")
+                             / "model.safetensors"))
+        body = [k for k in mine if k.startswith("transformer.h.0.") and k in sft and mine[k].dim() == 2]
+        assert body
+        distance[start] = sum(float((mine[k] - sft[k]).abs().mean()) for k in body) / len(body)
+    assert distance["scratch"] > 1.5 * distance["sft"]  # random weights, not the SFT writer's
+    assert list(summary["step"]) == [0, 2, 4] and len(samples) == 3 * 6
+    assert {"proxy", "proxy_lo", "reward_rater", "reward_rater_hi", "kl", "sqrt_kl"} <= set(summary.columns)
+    assert not any("auditor" in c for c in summary.columns)
+
+
+def test_proxy_trial_refuses_an_unknown_start(smoke):
+    from rlhf_helpers.overopt import proxy_trial
+
+    with pytest.raises(ValueError, match="'sft'.*'scratch'"):
+        proxy_trial(smoke, init="random")
+    with pytest.raises(ValueError, match="at least 2 comparisons"):
+        proxy_trial(smoke, train_pairs=1)
