@@ -241,7 +241,7 @@ def gold_peak(summary: pd.DataFrame) -> dict[str, float]:
 
 def plot_overoptimisation(summary: pd.DataFrame, title: str | None = None):
     """Against √KL: the proxy (reward model) and the gold score (the rater's mean log-odds) on the left, the rater's
-    and the auditor's positive shares on the right; each with its 95 % interval."""
+    and (where graded) the auditor's positive shares on the right; each with its 95 % interval."""
     import matplotlib.pyplot as plt
 
     x = summary["sqrt_kl"].to_numpy()
@@ -260,11 +260,14 @@ def plot_overoptimisation(summary: pd.DataFrame, title: str | None = None):
                 loc="upper left", fontsize=8)
     for col, colour, name in (("positive_fraction_rater", "tab:green", "rater (gold: made the reward model's labels)"),
                               ("positive_fraction_auditor", "tab:orange", "auditor (never trained against)")):
+        if col not in summary:  # a proxy trial grades by the rater alone
+            continue
         right.plot(x, 100 * summary[col], "o-", color=colour, label=name)
         right.fill_between(x, 100 * summary[f"{col}_lo"], 100 * summary[f"{col}_hi"], color=colour, alpha=0.2)
     right.set_xlabel("√KL(policy ‖ SFT)  (√nats)")
-    right.set_ylabel("% of test answers called positive")
-    right.set_title("what the rater (gold) and the auditor say")
+    right.set_ylabel("% of answers called positive")
+    right.set_title("what the rater (gold) and the auditor say" if "positive_fraction_auditor" in summary
+                    else "what the rater (gold) says")
     right.legend(loc="lower right", fontsize=8)
     # each point labelled with its PPO step (the KL need not grow with every step, so the line can turn back)
     for ax, ys in ((gold, summary["reward_rater"].to_numpy()), (right, 100 * summary["positive_fraction_rater"].to_numpy())):
