@@ -413,15 +413,17 @@ def load_policy(m, device=None):
 
 
 def last_checkpoint(folder: Path) -> str | None:
-    """The newest complete ``checkpoint-N`` folder written by a transformers/TRL trainer, if any."""
+    """The newest complete ``checkpoint-N`` folder written by a transformers/TRL trainer, if any. A trainer writes
+    ``trainer_state.json`` last, so a folder without it was being written when the run was killed: it is skipped and
+    the one before it is used (``transformers.trainer_utils.get_last_checkpoint`` would return the broken one)."""
     if not Path(folder).is_dir():
         return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    ckpt = get_last_checkpoint(str(folder))
-    if ckpt and not (Path(ckpt) / "trainer_state.json").exists():
-        return None  # killed while writing it
-    return ckpt
+    found = [(int(c.name.split("-")[1]), c) for c in Path(folder).glob("checkpoint-*")
+             if c.is_dir() and c.name.split("-")[1].isdigit()]
+    for _, ckpt in sorted(found, reverse=True):
+        if (ckpt / "trainer_state.json").exists():
+            return str(ckpt)
+    return None
 
 
 def trainer_log(trainer) -> list[dict]:

@@ -147,3 +147,19 @@ def test_artifact_from_another_tokenizer_is_refused(monkeypatch, tmp_path):
     save_artifact(preset, "demo", _save_text, {"tokenizer": "bbbb"})
     with pytest.raises(ArtifactError, match="different tokenizer"):
         ensure(preset, "demo", lambda: None)
+
+
+def test_a_kill_while_writing_a_checkpoint_keeps_the_one_before(tmp_path):
+    """Killed while writing checkpoint-20 (no trainer_state.json yet): resume from the complete checkpoint-10, not
+    from scratch (the CI flake of test_sft_killed_mid_run_resumes, where training saves every few milliseconds)."""
+    from rlhf_helpers.models import last_checkpoint
+
+    for step, complete in ((10, True), (20, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"x")
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+    (tmp_path / "checkpoint-10" / "trainer_state.json").unlink()
+    assert last_checkpoint(tmp_path) is None
