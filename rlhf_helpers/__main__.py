@@ -4,7 +4,8 @@
   build STAGE [--preset P] [--force]
                                   build one stage's artifact (and what it needs): tokenizer, sft,
                                   classifier, pairs, reward_model, ppo, dpo (every round), grpo, rloo,
-                                  ppo_beta0 (PPO without a KL penalty), ppo_rm (PPO against the reward model)
+                                  ppo_beta0 (PPO without a KL penalty), ppo_rm (PPO against the reward model),
+                                  reward_model_cheap, ppo_rm_cheap (the same against a cheap proxy)
   build all [--preset P] [--force]
                                   every artifact the notebooks load, once, in order (resumable)
   doctor [--preset P]             check this machine's setup; one line naming the fix per problem
@@ -49,7 +50,7 @@ def _policy_stages(preset) -> list[str]:
 def _stage_builders():
     from .dpo import ensure_dpo_rounds
     from .grpo import ensure_grpo, ensure_rloo
-    from .overopt import ensure_ppo_beta0, ensure_ppo_rm
+    from .overopt import ensure_cheap_reward_model, ensure_ppo_beta0, ensure_ppo_rm, ensure_ppo_rm_cheap
     from .ppo import ensure_ppo
     from .pairs import ensure_pairs
     from .rater import ensure_classifier
@@ -59,7 +60,8 @@ def _stage_builders():
     return {"tokenizer": ensure_tokenizer, "sft": ensure_sft, "classifier": ensure_classifier,
             "pairs": ensure_pairs, "reward_model": ensure_reward_model, "ppo": ensure_ppo,
             "dpo": ensure_dpo_rounds,  # every round: round r trains on from round r - 1
-            "grpo": ensure_grpo, "rloo": ensure_rloo, "ppo_beta0": ensure_ppo_beta0, "ppo_rm": ensure_ppo_rm}
+            "grpo": ensure_grpo, "rloo": ensure_rloo, "ppo_beta0": ensure_ppo_beta0, "ppo_rm": ensure_ppo_rm,
+            "reward_model_cheap": ensure_cheap_reward_model, "ppo_rm_cheap": ensure_ppo_rm_cheap}
 
 
 STAGES = list(BUILD_STAGES)

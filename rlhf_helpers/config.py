@@ -130,8 +130,9 @@ class PPOSettings:
 
 @dataclass(frozen=True)
 class OveroptSettings:
-    """The two over-optimisation runs of ``overopt.py``: PPO against the reward model (``ppo_rm``, with policy
-    snapshots graded by proxy, gold and auditor) and PPO against the rater with β = 0 (``ppo_beta0``)."""
+    """The over-optimisation runs of ``overopt.py``: PPO against the reward model (``ppo_rm``, with policy
+    snapshots graded by proxy, gold and auditor), the same against a cheap proxy (``ppo_rm_cheap``) and PPO against
+    the rater with β = 0 (``ppo_beta0``)."""
 
     steps: int = 48           # PPO steps against the reward model
     snapshots: int = 6        # policies kept along the run (plus SFT at step 0 and the final one)
@@ -144,6 +145,12 @@ class OveroptSettings:
     # (distinct-2 0.68 against 0.72: too repetitive for the main run, fine for demonstrations of over-optimising)
     batch_size: int = 64
     mini_batch_size: int = 32
+    # the cheap proxy (docs/tuning.md round 10, chosen on the validation prompts): a reward model from random weights
+    # and 384 of the rater's comparisons (66 % held-out pairwise accuracy), optimised with no KL penalty for the same
+    # steps (``reward_model_cheap``, ``ppo_rm_cheap``): the gold peaked at step 32 and fell by step 48
+    cheap_init: str = "scratch"
+    cheap_pairs: int = 384
+    cheap_kl_coef: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -245,7 +252,8 @@ SMOKE = Preset(
     ppo=PPOSettings(steps=2, batch_size=8, mini_batch_size=4, ppo_epochs=1, min_len=4, max_len=6, save_every=1),
     dpo=DPOSettings(max_steps=3, batch_size=4, n_prompts=16, samples_per_prompt=2, margin=0.0, save_steps=2),
     grpo=GRPOSettings(max_steps=2, prompts_per_step=2, num_generations=2, save_steps=1),
-    overopt=OveroptSettings(steps=4, snapshots=2, eval_prompts=12, beta0_steps=2, batch_size=8, mini_batch_size=4),
+    overopt=OveroptSettings(steps=4, snapshots=2, eval_prompts=12, beta0_steps=2, batch_size=8, mini_batch_size=4,
+                            cheap_pairs=8),
     eval=EvalSettings(n_prompts=16, batch_size=16),
 )
 
@@ -272,7 +280,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (TINY, SMOKE, GPT2)}
 
 # the stages `python -m rlhf_helpers build STAGE` knows (in build order)
 BUILD_STAGES = ("tokenizer", "sft", "classifier", "pairs", "reward_model", "ppo", "dpo", "grpo", "rloo", "ppo_beta0",
-                "ppo_rm")
+                "ppo_rm", "reward_model_cheap", "ppo_rm_cheap")
 
 
 def ppo_config_kwargs(preset: "Preset") -> dict:

@@ -81,7 +81,9 @@ def artifact_plan(preset) -> list[tuple[str, Callable[..., object]]]:
                  (stage, lazy("dpo", "ensure_dpo", round_no=r))]
     plan += [("grpo", lazy("grpo", "ensure_grpo")), ("rloo", lazy("grpo", "ensure_rloo")),
              ("judge2", lazy("auditor", "ensure_auditor")),
-             ("ppo_beta0", lazy("overopt", "ensure_ppo_beta0")), ("ppo_rm", lazy("overopt", "ensure_ppo_rm"))]
+             ("ppo_beta0", lazy("overopt", "ensure_ppo_beta0")), ("ppo_rm", lazy("overopt", "ensure_ppo_rm")),
+             ("reward_model_cheap", lazy("overopt", "ensure_cheap_reward_model")),
+             ("ppo_rm_cheap", lazy("overopt", "ensure_ppo_rm_cheap"))]
     return plan
 
 

@@ -270,6 +270,9 @@ def expected_settings(preset: Preset, stage: str) -> dict[str, Any] | None:
 
     if stage in ("sft", "classifier", "pairs", "reward_model"):
         return asdict(getattr(preset, stage))
+    if stage == "reward_model_cheap":  # notebook 06's cheap proxy: the reward model's settings with the overopt start
+        o = preset.overopt
+        return {**asdict(preset.reward_model), "init": o.cheap_init, "train_pairs": o.cheap_pairs}
     if stage == "ppo":  # what the preset sets; PPOConfig's other fields are the code's defaults
         from .config import ppo_config_kwargs
 

@@ -78,7 +78,7 @@ def track_peak_memory(client, stats: dict) -> None:
 # the same function the notebook calls (``build STAGE``); the notebook then loads it. 06 needs every earlier
 # notebook's models, so it starts last: its own PPO run against the reward model would otherwise train alone
 # at the very end, with nothing beside it.
-BUILD_AHEAD = {"03": ("ppo_rm",)}
+BUILD_AHEAD = {"03": ("ppo_rm", "ppo_rm_cheap")}
 NICE_STEP = 3  # notebook NN's kernel runs at niceness 3 x NN: the earlier notebook builds what later ones wait for
 
 

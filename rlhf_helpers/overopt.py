@@ -107,6 +107,50 @@ def ensure_ppo_rm(preset: Preset | None = None, force: bool = False) -> Path:
                                                          _rm_ppo_config(preset), o.steps, o.snapshots), force=force)
 
 
+def ensure_cheap_reward_model(preset: Preset | None = None, force: bool = False) -> Path:
+    """The cheap proxy (``overopt.cheap_*``): a reward model from random weights on a few of the rater's comparisons,
+    kept beside notebook 02's as ``reward_model_cheap``."""
+    preset = preset or get_preset()
+    o = preset.overopt
+    return _variant_reward_model(preset, o.cheap_init, o.cheap_pairs, None, stage="reward_model_cheap", force=force)
+
+
+def ensure_ppo_rm_cheap(preset: Preset | None = None, force: bool = False) -> Path:
+    """PPO against the cheap proxy with the ``overopt`` steps, snapshots and batch sizes and a KL coefficient of
+    ``overopt.cheap_kl_coef`` (0: no leash)."""
+    from .models import ensure
+
+    preset = preset or get_preset()
+    o = preset.overopt
+
+    def build() -> Path:
+        proxy = RewardModelScorer(ensure_cheap_reward_model(preset), max_length=preset.reward_model.max_length)
+        return _train_stage(preset, "ppo_rm_cheap", proxy, _rm_ppo_config(preset, o.cheap_kl_coef), o.steps,
+                            o.snapshots)
+
+    return ensure(preset, "ppo_rm_cheap", build, force=force)
+
+
+def _variant_reward_model(preset: Preset, init: str, train_pairs: int | None, rm_steps: int | None,
+                          stage: str | None = None, force: bool = False) -> Path:
+    """A reward model with other settings than notebook 02's, saved as its own artifact (``stage``, by default
+    ``reward_model_<init>_<pairs>_<steps>``); notebook 02's own when every setting is the preset's."""
+    from .models import ensure
+    from .reward_model import ensure_reward_model, train_reward_model
+
+    if init not in ("sft", "scratch"):
+        raise ValueError(f"init must be 'sft' (start from the SFT writer) or 'scratch' (random weights), not {init!r}")
+    if train_pairs is not None and train_pairs < 2:
+        raise ValueError(f"train_pairs={train_pairs}: a reward model needs at least 2 comparisons; use None for all")
+    r = replace(preset.reward_model, init=init, train_pairs=train_pairs,
+                max_steps=preset.reward_model.max_steps if rm_steps is None else rm_steps)
+    if r == preset.reward_model and stage is None:
+        return ensure_reward_model(preset)
+    variant = preset.replace(reward_model=r)
+    stage = stage or f"reward_model_{init}_{train_pairs or 'all'}_{r.max_steps}"
+    return ensure(variant, stage, lambda: train_reward_model(variant, stage=stage), force=force)
+
+
 def _rm_ppo_config(preset: Preset, kl_coef: float | None = None, learning_rate: float | None = None):
     """The PPO settings of a run against a reward model: the preset's PPO with a fixed KL coefficient
     (``overopt.kl_coef`` unless given) and the ``overopt`` batch sizes."""
@@ -131,9 +175,11 @@ def snapshot_folders(run: str | Path, sft: str | Path, steps: int | None = None)
     return dict(sorted(found.items()))
 
 
-def overoptimisation_table(preset: Preset | None = None, n_prompts: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Grade every snapshot of ``ppo_rm`` on the test prompts by the reward model (proxy), the rater (gold) and
-    the auditor: ``(summary, samples)``; the summary has one row per step with 95 % intervals and √KL."""
+def overoptimisation_table(preset: Preset | None = None, n_prompts: int | None = None,
+                           cheap: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Grade every snapshot of ``ppo_rm`` (``cheap=True``: of ``ppo_rm_cheap``, by the cheap proxy) on the test
+    prompts by the reward model it optimised (proxy), the rater (gold) and the auditor: ``(summary, samples)``; the
+    summary has one row per step with 95 % intervals and √KL."""
     from .evaluate import evaluate_policies, heldout_prompts
     from .models import load_tokenizer
     from .auditor import load_auditor
@@ -142,9 +188,11 @@ def overoptimisation_table(preset: Preset | None = None, n_prompts: int | None =
 
     preset = preset or get_preset()
     sft = ensure_sft(preset)
-    folders = snapshot_folders(ensure_ppo_rm(preset), sft)
+    folders = snapshot_folders(ensure_ppo_rm_cheap(preset) if cheap else ensure_ppo_rm(preset), sft)
+    proxy = (RewardModelScorer(ensure_cheap_reward_model(preset), max_length=preset.reward_model.max_length) if cheap
+             else reward_model_scorer(preset))
     prompts = heldout_prompts(preset, load_tokenizer(sft), n_prompts or preset.overopt.eval_prompts)
-    summary, samples = evaluate_policies({f"step {k}": f for k, f in folders.items()}, reward_model_scorer(preset),
+    summary, samples = evaluate_policies({f"step {k}": f for k, f in folders.items()}, proxy,
                                          sft, prompts, preset.ppo.min_len, preset.ppo.max_len, seed=preset.seed,
                                          judges={"rater": sentiment_reward(preset),
                                                  "auditor": load_auditor(preset)}, preset=preset)
@@ -178,25 +226,14 @@ def proxy_trial(preset: Preset | None = None, *, init: str = "sft", train_pairs:
 
     from .data import load_imdb, make_prompts
     from .evaluate import evaluate_policies, heldout_prompts
-    from .models import ensure, load_tokenizer, read_meta
+    from .models import load_tokenizer, read_meta
     from .ppo import train_ppo
     from .rater import sentiment_reward
-    from .reward_model import ensure_reward_model, train_reward_model
     from .sft import ensure_sft
 
     preset = preset or get_preset()
-    if init not in ("sft", "scratch"):
-        raise ValueError(f"init must be 'sft' (start from the SFT writer) or 'scratch' (random weights), not {init!r}")
-    if train_pairs is not None and train_pairs < 2:
-        raise ValueError(f"train_pairs={train_pairs}: a reward model needs at least 2 comparisons; use None for all")
-    r = replace(preset.reward_model, init=init, train_pairs=train_pairs,
-                max_steps=preset.reward_model.max_steps if rm_steps is None else rm_steps)
-    variant = preset.replace(reward_model=r)
-    if r == preset.reward_model:
-        folder = ensure_reward_model(preset)
-    else:
-        stage = f"reward_model_{init}_{train_pairs or 'all'}_{r.max_steps}"
-        folder = ensure(variant, stage, lambda: train_reward_model(variant, stage=stage))
+    folder = _variant_reward_model(preset, init, train_pairs, rm_steps)
+    r = preset.reward_model
     proxy = RewardModelScorer(folder, max_length=r.max_length)
     o = preset.overopt
     steps, snapshots = steps or o.steps, snapshots or o.snapshots
@@ -218,7 +255,7 @@ def proxy_trial(preset: Preset | None = None, *, init: str = "sft", train_pairs:
     summary.insert(0, "step", list(folders))
     summary["sqrt_kl"] = np.sqrt(summary["kl"].clip(lower=0))
     metrics = read_meta(folder)["metrics"]
-    info = {"init": init, "train_pairs": metrics["train_pairs"], "rm_steps": r.max_steps,
+    info = {"init": init, "train_pairs": metrics["train_pairs"], "rm_steps": rm_steps or r.max_steps,
             "rm_heldout_accuracy": metrics["heldout_pairwise_accuracy"], "kl_coef": cfg.init_kl_coef,
             "learning_rate": cfg.learning_rate, "steps": steps, "batch_size": cfg.batch_size,
             "mini_batch_size": cfg.mini_batch_size, "train_seconds": round(seconds, 1), "split": split,
@@ -278,5 +315,6 @@ def plot_overoptimisation(summary: pd.DataFrame, title: str | None = None):
     return fig
 
 
-__all__ = ["RewardModelScorer", "ensure_ppo_beta0", "ensure_ppo_rm", "gold_peak", "overoptimisation_table",
+__all__ = ["RewardModelScorer", "ensure_cheap_reward_model", "ensure_ppo_beta0", "ensure_ppo_rm", "ensure_ppo_rm_cheap",
+           "gold_peak", "overoptimisation_table",
            "plot_overoptimisation", "proxy_trial", "reward_model_scorer", "snapshot_folders"]

@@ -106,3 +106,23 @@ def test_proxy_trial_refuses_an_unknown_start(smoke):
         proxy_trial(smoke, init="random")
     with pytest.raises(ValueError, match="at least 2 comparisons"):
         proxy_trial(smoke, train_pairs=1)
+
+
+def test_the_cheap_proxy_run_is_graded_by_its_own_proxy(smoke):
+    """``ppo_rm_cheap`` optimises the cheap proxy (random weights, ``overopt.cheap_pairs`` comparisons, no KL
+    penalty), and its table scores by that proxy: the SFT writer's answers (step 0) get other proxy scores than
+    under notebook 02's reward model."""
+    from rlhf_helpers.models import read_meta
+    from rlhf_helpers.overopt import ensure_cheap_reward_model, ensure_ppo_rm_cheap, overoptimisation_table
+
+    o = smoke.overopt
+    rm = read_meta(ensure_cheap_reward_model(smoke))
+    assert rm["settings"]["init"] == o.cheap_init == "scratch" and rm["metrics"]["train_pairs"] <= o.cheap_pairs
+    run = read_meta(ensure_ppo_rm_cheap(smoke))
+    assert run["settings"]["init_kl_coef"] == o.cheap_kl_coef and run["settings"]["adaptive_kl"] is False
+    cheap, _ = overoptimisation_table(smoke, cheap=True)
+    main, _ = overoptimisation_table(smoke)
+    assert list(cheap["step"]) == list(main["step"])
+    assert cheap.iloc[0]["reward_rater"] == main.iloc[0]["reward_rater"]  # the same SFT answers, the same gold
+    assert cheap.iloc[0]["proxy"] != main.iloc[0]["proxy"]  # scored by another proxy
+    assert "positive_fraction_auditor" in cheap.columns
