@@ -57,6 +57,12 @@ def reward_model_scorer(preset: Preset | None = None) -> RewardModelScorer:
     return RewardModelScorer(ensure_reward_model(preset), max_length=preset.reward_model.max_length)
 
 
+def cheap_proxy_scorer(preset: Preset | None = None) -> RewardModelScorer:
+    """The cheap proxy of notebook 06 (``overopt.cheap_*``) as a scorer, built first if missing."""
+    preset = preset or get_preset()
+    return RewardModelScorer(ensure_cheap_reward_model(preset), max_length=preset.reward_model.max_length)
+
+
 def _train_stage(preset: Preset, stage: str, reward, cfg, steps: int, snapshots: int) -> Path:
     """One PPO run from the SFT writer saved as the artifact ``stage`` (with its policy snapshots)."""
     from .data import load_imdb, make_prompts
@@ -123,12 +129,9 @@ def ensure_ppo_rm_cheap(preset: Preset | None = None, force: bool = False) -> Pa
     preset = preset or get_preset()
     o = preset.overopt
 
-    def build() -> Path:
-        proxy = RewardModelScorer(ensure_cheap_reward_model(preset), max_length=preset.reward_model.max_length)
-        return _train_stage(preset, "ppo_rm_cheap", proxy, _rm_ppo_config(preset, o.cheap_kl_coef), o.steps,
-                            o.snapshots)
-
-    return ensure(preset, "ppo_rm_cheap", build, force=force)
+    return ensure(preset, "ppo_rm_cheap", lambda: _train_stage(preset, "ppo_rm_cheap", cheap_proxy_scorer(preset),
+                                                               _rm_ppo_config(preset, o.cheap_kl_coef), o.steps,
+                                                               o.snapshots), force=force)
 
 
 def _variant_reward_model(preset: Preset, init: str, train_pairs: int | None, rm_steps: int | None,
@@ -180,7 +183,7 @@ def overoptimisation_table(preset: Preset | None = None, n_prompts: int | None =
     """Grade every snapshot of ``ppo_rm`` (``cheap=True``: of ``ppo_rm_cheap``, by the cheap proxy) on the test
     prompts by the reward model it optimised (proxy), the rater (gold) and the auditor: ``(summary, samples)``; the
     summary has one row per step with 95 % intervals and √KL."""
-    from .evaluate import evaluate_policies, heldout_prompts
+    from .evaluate import heldout_prompts
     from .models import load_tokenizer
     from .auditor import load_auditor
     from .rater import sentiment_reward
@@ -189,16 +192,25 @@ def overoptimisation_table(preset: Preset | None = None, n_prompts: int | None =
     preset = preset or get_preset()
     sft = ensure_sft(preset)
     folders = snapshot_folders(ensure_ppo_rm_cheap(preset) if cheap else ensure_ppo_rm(preset), sft)
-    proxy = (RewardModelScorer(ensure_cheap_reward_model(preset), max_length=preset.reward_model.max_length) if cheap
-             else reward_model_scorer(preset))
+    proxy = cheap_proxy_scorer(preset) if cheap else reward_model_scorer(preset)
     prompts = heldout_prompts(preset, load_tokenizer(sft), n_prompts or preset.overopt.eval_prompts)
-    summary, samples = evaluate_policies({f"step {k}": f for k, f in folders.items()}, proxy,
-                                         sft, prompts, preset.ppo.min_len, preset.ppo.max_len, seed=preset.seed,
-                                         judges={"rater": sentiment_reward(preset),
-                                                 "auditor": load_auditor(preset)}, preset=preset)
+    return _grade_snapshots(preset, folders, proxy, sft, prompts,
+                            {"rater": sentiment_reward(preset), "auditor": load_auditor(preset)})
+
+
+def _grade_snapshots(preset: Preset, folders: dict[int, Path], proxy, sft, prompts,
+                     judges) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every snapshot on the same prompts, scored by the proxy it optimised and by ``judges``: ``(summary, samples)``
+    with one summary row per step (``proxy`` columns, 95 % intervals, √KL)."""
+    from .evaluate import evaluate_policies
+
+    summary, samples = evaluate_policies({f"step {k}": f for k, f in folders.items()}, proxy, sft, prompts,
+                                         preset.ppo.min_len, preset.ppo.max_len, seed=preset.seed, judges=judges,
+                                         preset=preset)
     summary = summary.rename(columns={"reward": "proxy", "reward_lo": "proxy_lo", "reward_hi": "proxy_hi"})
     summary.insert(0, "step", list(folders))
     summary["sqrt_kl"] = np.sqrt(summary["kl"].clip(lower=0))
+    # a reward model's "positive" means nothing (its evaluation column is always true): dropped
     return summary.drop(columns=["positive_fraction", "positive_fraction_lo", "positive_fraction_hi"]), samples
 
 
@@ -225,7 +237,7 @@ def proxy_trial(preset: Preset | None = None, *, init: str = "sft", train_pairs:
     import tempfile
 
     from .data import load_imdb, make_prompts
-    from .evaluate import evaluate_policies, heldout_prompts
+    from .evaluate import heldout_prompts
     from .models import load_tokenizer, read_meta
     from .ppo import train_ppo
     from .rater import sentiment_reward
@@ -246,21 +258,16 @@ def proxy_trial(preset: Preset | None = None, *, init: str = "sft", train_pairs:
         train_ppo(sft, proxy, train_prompts, cfg, steps, preset.ppo.min_len, preset.ppo.max_len, Path(work),
                   save_every=0, snapshot_every=max(1, steps // snapshots))
         seconds = time.time() - t0
-        folders = snapshot_folders(work, sft, steps)
         prompts = heldout_prompts(preset, tok, n_prompts, split=split)
-        summary, samples = evaluate_policies({f"step {k}": f for k, f in folders.items()}, proxy, sft, prompts,
-                                             preset.ppo.min_len, preset.ppo.max_len, seed=preset.seed,
-                                             judges={"rater": sentiment_reward(preset)}, preset=preset)
-    summary = summary.rename(columns={"reward": "proxy", "reward_lo": "proxy_lo", "reward_hi": "proxy_hi"})
-    summary.insert(0, "step", list(folders))
-    summary["sqrt_kl"] = np.sqrt(summary["kl"].clip(lower=0))
+        summary, samples = _grade_snapshots(preset, snapshot_folders(work, sft, steps), proxy, sft, prompts,
+                                            {"rater": sentiment_reward(preset)})
     metrics = read_meta(folder)["metrics"]
     info = {"init": init, "train_pairs": metrics["train_pairs"], "rm_steps": rm_steps or r.max_steps,
             "rm_heldout_accuracy": metrics["heldout_pairwise_accuracy"], "kl_coef": cfg.init_kl_coef,
             "learning_rate": cfg.learning_rate, "steps": steps, "batch_size": cfg.batch_size,
             "mini_batch_size": cfg.mini_batch_size, "train_seconds": round(seconds, 1), "split": split,
             "prompts": len(prompts)}
-    return summary.drop(columns=["positive_fraction", "positive_fraction_lo", "positive_fraction_hi"]), samples, info
+    return summary, samples, info
 
 
 def gold_peak(summary: pd.DataFrame) -> dict[str, float]:
@@ -315,6 +322,6 @@ def plot_overoptimisation(summary: pd.DataFrame, title: str | None = None):
     return fig
 
 
-__all__ = ["RewardModelScorer", "ensure_cheap_reward_model", "ensure_ppo_beta0", "ensure_ppo_rm", "ensure_ppo_rm_cheap",
-           "gold_peak", "overoptimisation_table",
-           "plot_overoptimisation", "proxy_trial", "reward_model_scorer", "snapshot_folders"]
+__all__ = ["RewardModelScorer", "cheap_proxy_scorer", "ensure_cheap_reward_model", "ensure_ppo_beta0", "ensure_ppo_rm",
+           "ensure_ppo_rm_cheap", "gold_peak", "overoptimisation_table", "plot_overoptimisation", "proxy_trial",
+           "reward_model_scorer", "snapshot_folders"]
